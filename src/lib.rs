@@ -1,0 +1,9 @@
+//! vigil: an access gateway for SSH servers and PostgreSQL databases that enforces policy on
+//! every command and records every session into sealed, streamed recordings.
+//!
+//! See ARCHITECTURE.md for the map of modules and the invariants they keep.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod recording;
+pub mod store;
