@@ -5,5 +5,8 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod config;
+pub mod forensics;
 pub mod recording;
+pub mod replay;
 pub mod store;

@@ -1,1 +1,525 @@
-fn main() {}
+//! The `vigil` binary: turns flags into a validated config or reading context and calls the
+//! library. Errors print one line on stderr and exit non-zero.
+
+use std::{
+    io::{IsTerminal, Read, Write},
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use vigil::{
+    config::Config,
+    forensics::{self, Reading},
+    recording::{
+        event::{Event, Exit},
+        keys::{RecipientSecret, Signer},
+        reader::{Filter, Trust},
+        Recordings, SessionMeta,
+    },
+    replay,
+    store::Store,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "vigil",
+    version,
+    about = "Access gateway for SSH and PostgreSQL with sealed session recordings"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make an auditor key pair: FILE holds the secret key, FILE.pub (and stdout) the public key.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Validate a config file and print every problem with its key path.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// List recordings.
+    Sessions {
+        #[command(flatten)]
+        read: ReadOpts,
+        #[command(flatten)]
+        filter: FilterOpts,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay a session in the terminal with its timing (a Postgres session as a query log).
+    Play {
+        id: String,
+        #[command(flatten)]
+        read: ReadOpts,
+        /// Playback speed factor.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Cap pauses at this many seconds.
+        #[arg(long)]
+        idle_limit: Option<f64>,
+    },
+    /// Export a session as asciicast v2, JSON lines, or text.
+    Export {
+        id: String,
+        #[command(flatten)]
+        read: ReadOpts,
+        #[arg(long, value_enum, default_value_t = Format::Asciicast)]
+        format: Format,
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
+    /// Find sessions and moments whose output, commands, SQL or rows match PATTERN.
+    /// Exits 0 when something matched, 1 when nothing did.
+    Search {
+        pattern: String,
+        /// PATTERN is a regular expression (default: a literal string).
+        #[arg(long)]
+        regex: bool,
+        #[arg(short = 'i', long)]
+        ignore_case: bool,
+        #[command(flatten)]
+        read: ReadOpts,
+        #[command(flatten)]
+        filter: FilterOpts,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check signatures, chunk order, truncation and every seal; non-zero exit on any fault.
+    Verify {
+        ids: Vec<String>,
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// Record standard input as a session's output (for pipelines, and to exercise the
+    /// recorder): prints the session id, records until EOF or SIGTERM, then seals and uploads.
+    Record {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        target: String,
+        #[arg(long, default_value = "ssh")]
+        protocol: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Asciicast,
+    Json,
+    Text,
+}
+
+#[derive(Args)]
+struct ReadOpts {
+    /// Recording store: file:///path, a path, or s3://bucket/prefix (AWS_* environment).
+    #[arg(long)]
+    store: Option<String>,
+    /// Take the store and trusted signers from this config file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Auditor secret key file (from `vigil keygen`).
+    #[arg(long, env = "VIGIL_KEY")]
+    key: Option<PathBuf>,
+    /// Trust recordings signed by this bastion key (`ssh-ed25519 AAAA...`); repeatable.
+    #[arg(long)]
+    signer: Vec<String>,
+}
+
+#[derive(Args)]
+struct FilterOpts {
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long)]
+    target: Option<String>,
+    #[arg(long, value_parser = ["ssh", "postgres"])]
+    protocol: Option<String>,
+    /// RFC 3339 time, a date (2026-11-23), or an age such as 2h (that long ago).
+    #[arg(long)]
+    since: Option<String>,
+    #[arg(long)]
+    until: Option<String>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vigil: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vigil: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Keygen { out } => keygen(&out),
+        Command::Check { config } => check(&config),
+        Command::Sessions { read, filter, json } => {
+            let r = reading(&read, false)?;
+            let mut out = std::io::stdout().lock();
+            forensics::sessions(&r, &filter.build()?, json, &mut out).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Play {
+            id,
+            read,
+            speed,
+            idle_limit,
+        } => {
+            if !(speed > 0.0 && speed.is_finite()) {
+                bail!("--speed must be a positive number");
+            }
+            let r = reading(&read, true)?;
+            let loaded = r.load(&id).await?;
+            warn_if_open(&loaded);
+            let events = loaded.events()?;
+            let interactive = std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
+            let opts = replay::play::PlayOptions { speed, idle_limit };
+            let header = loaded.header.info.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut out = std::io::stdout().lock();
+                replay::play::play(&header, &events, &opts, &mut out, interactive)
+            })
+            .await??;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export {
+            id,
+            read,
+            format,
+            output,
+        } => {
+            let r = reading(&read, true)?;
+            let loaded = r.load(&id).await?;
+            warn_if_open(&loaded);
+            let events = loaded.events()?;
+            let h = &loaded.header.info;
+            let text = match format {
+                Format::Asciicast => replay::asciicast::encode(h, &events),
+                Format::Json => replay::export::to_json_lines(
+                    h,
+                    loaded.trailer.as_ref().map(|t| &t.info),
+                    &events,
+                ),
+                Format::Text => replay::export::to_text(h, &events),
+            };
+            match output {
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => std::io::stdout().lock().write_all(text.as_bytes())?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Search {
+            pattern,
+            regex,
+            ignore_case,
+            read,
+            filter,
+            json,
+        } => {
+            let r = reading(&read, true)?;
+            let matcher = replay::search::Matcher::new(
+                &pattern,
+                replay::search::MatchOptions {
+                    literal: !regex,
+                    ignore_case,
+                },
+            )
+            .context("bad pattern")?;
+            let bar = std::io::stderr().is_terminal().then(|| {
+                let b = indicatif::ProgressBar::new(0);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:40} {pos}/{len} sessions {elapsed}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                b
+            });
+            let progress = |n: Option<u64>| {
+                if let Some(b) = &bar {
+                    match n {
+                        Some(len) => b.set_length(len),
+                        None => b.inc(1),
+                    }
+                }
+            };
+            let (found, failed) =
+                forensics::search(&r, &matcher, &filter.build()?, &progress).await?;
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+            let mut out = std::io::stdout().lock();
+            for f in &found {
+                if json {
+                    writeln!(out, "{}", f.json())?;
+                } else {
+                    writeln!(out, "{}", f.line())?;
+                }
+            }
+            for (id, e) in &failed {
+                eprintln!("vigil: {id}: not searched: {e}");
+            }
+            Ok(if found.is_empty() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Verify { ids, all, read } => {
+            let r = reading(&read, false)?;
+            let ids = match (all, ids.is_empty()) {
+                (true, true) => {
+                    vigil::recording::reader::list(&r.store, &Filter::default(), &Trust::default())
+                        .await?
+                        .into_iter()
+                        .map(|l| l.id)
+                        .collect()
+                }
+                (false, false) => ids,
+                _ => bail!("name recordings to verify, or pass --all (not both)"),
+            };
+            let verdicts = forensics::verify(&r, &ids).await;
+            let mut faults = 0;
+            for v in &verdicts {
+                match &v.result {
+                    Ok(s) => println!("{}: {s}", v.id),
+                    Err(e) => {
+                        faults += 1;
+                        match e.chunk() {
+                            Some(c) => println!("{}: FAULT at chunk {c}: {e}", v.id),
+                            None => println!("{}: FAULT: {e}", v.id),
+                        }
+                    }
+                }
+            }
+            if faults > 0 {
+                eprintln!(
+                    "vigil: {faults} of {} recordings failed verification",
+                    verdicts.len()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Record {
+            config,
+            user,
+            target,
+            protocol,
+        } => record(&config, user, target, protocol).await,
+    }
+}
+
+fn keygen(out: &Path) -> Result<ExitCode> {
+    let secret = RecipientSecret::generate()?;
+    if out.exists() {
+        bail!(
+            "{} exists; refusing to overwrite a secret key",
+            out.display()
+        );
+    }
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(out)
+            .with_context(|| format!("creating {}", out.display()))?;
+        f.write_all(secret.to_file_text().as_bytes())?;
+    }
+    let public = secret.public().to_string();
+    let mut pub_path = out.as_os_str().to_owned();
+    pub_path.push(".pub");
+    std::fs::write(&pub_path, format!("{public}\n"))
+        .with_context(|| format!("writing {}", Path::new(&pub_path).display()))?;
+    println!("{public}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(path: &Path) -> Result<ExitCode> {
+    match Config::load(path) {
+        Ok(_) => {
+            println!("{}: ok", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let problems = e.problems();
+            for p in &problems {
+                println!("{p}");
+            }
+            eprintln!("vigil: {}: {} problem(s)", path.display(), problems.len());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn reading(o: &ReadOpts, need_key: bool) -> Result<Reading> {
+    let config = o.config.as_deref().map(Config::load).transpose()?;
+    let (store, mut signers) = match (&o.store, &config) {
+        (Some(url), _) => (Store::open(url, &Default::default())?, Vec::new()),
+        (None, Some(c)) => {
+            let r = c
+                .recording
+                .as_ref()
+                .context("the config has no [recording] section")?;
+            let mut signers = c.signers.clone();
+            // On the bastion itself, its own key is a trusted signer.
+            if let Ok(s) = Signer::read_file(&c.host_key) {
+                signers.push(s.public_openssh().to_string());
+            }
+            (Store::open(&r.store, &r.s3)?, signers)
+        }
+        (None, None) => bail!("say where recordings are: --store URL or --config FILE"),
+    };
+    signers.extend(o.signer.iter().cloned());
+    let key = match &o.key {
+        Some(p) => Some(RecipientSecret::read_file(p)?),
+        None if need_key => {
+            bail!("this command reads recording content: pass --key FILE (or set VIGIL_KEY)")
+        }
+        None => None,
+    };
+    Ok(Reading {
+        store,
+        trust: Trust { signers },
+        key,
+    })
+}
+
+impl FilterOpts {
+    fn build(&self) -> Result<Filter> {
+        Ok(Filter {
+            user: self.user.clone(),
+            target: self.target.clone(),
+            protocol: self.protocol.clone(),
+            since_us: self.since.as_deref().map(parse_time).transpose()?,
+            until_us: self.until.as_deref().map(parse_time).transpose()?,
+        })
+    }
+}
+
+/// RFC 3339, a bare date, or an age ("2h" = two hours ago), as microseconds since the epoch.
+fn parse_time(s: &str) -> Result<u64> {
+    let t = if let Ok(d) = humantime::parse_duration(s) {
+        SystemTime::now()
+            .checked_sub(d)
+            .context("time before the epoch")?
+    } else if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        t
+    } else if let Ok(t) = humantime::parse_rfc3339_weak(&format!("{s} 00:00:00")) {
+        t
+    } else {
+        bail!("`{s}` is not a time: use 2026-11-23, 2026-11-23T10:00:00Z, or an age such as 2h");
+    };
+    Ok(vigil::recording::writer::unix_us(t))
+}
+
+fn warn_if_open(l: &vigil::recording::reader::Loaded) {
+    if l.trailer.is_none() {
+        eprintln!(
+            "vigil: note: recording {} has no trailer yet (still being written, or cut off)",
+            l.header.info.session_id
+        );
+    }
+}
+
+async fn record(config: &Path, user: String, target: String, protocol: String) -> Result<ExitCode> {
+    let config = Config::load(config)?;
+    let settings = config
+        .recording
+        .clone()
+        .context("the config has no [recording] section")?;
+    let signer = Signer::load_or_create_file(&config.host_key)?;
+    let recordings = Recordings::start(settings, signer).await?;
+    let rec = recordings
+        .begin(SessionMeta {
+            protocol,
+            user,
+            target,
+            client: None,
+        })
+        .await?;
+    println!("{}", rec.session_id());
+    std::io::stdout().flush()?;
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let reason = loop {
+        tokio::select! {
+            data = rx.recv() => match data {
+                Some(d) => rec.record(Event::Output(d.into())).await?,
+                None => break "end of input",
+            },
+            _ = term.recv() => break "terminated",
+            _ = tokio::signal::ctrl_c() => break "interrupted",
+        }
+    };
+    rec.record(Event::Exit(Exit {
+        status: Some(0),
+        signal: None,
+        reason: Some(reason.into()),
+    }))
+    .await?;
+    let summary = rec.close(reason).await?;
+    recordings.shutdown(Duration::from_secs(30)).await;
+    eprintln!(
+        "vigil: recorded {} events in {} chunks ({} stored){}",
+        summary.events,
+        summary.chunks,
+        forensics::format_size(summary.stored_bytes),
+        if summary.uploaded {
+            ""
+        } else {
+            "; the store is unreachable, the recording waits in the spool"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -174,6 +174,11 @@ impl DataKey {
         Ok(DataKey(k))
     }
 
+    /// A known key, for fixtures and fuzzing; sessions use `generate`.
+    pub fn from_bytes(key: [u8; 32]) -> Self {
+        DataKey(key)
+    }
+
     pub fn aead(&self) -> Result<LessSafeKey, KeyError> {
         Ok(LessSafeKey::new(
             UnboundKey::new(&AES_256_GCM, &self.0).map_err(|_| KeyError::Crypto("aes key"))?,

@@ -24,6 +24,8 @@ pub enum ReadError {
     NotFound(String),
     #[error("id prefix {0} matches several recordings: {1}")]
     Ambiguous(String, String),
+    #[error("this command reads recording content: pass --key FILE (an auditor secret key from `vigil keygen`)")]
+    NoKey,
     #[error("{0} is not a valid session id")]
     BadId(String),
     #[error(transparent)]
@@ -355,6 +357,7 @@ pub async fn load(
 }
 
 type Checked = (Vec<format::ChunkPrefix>, Vec<u8>, Vec<OpenChunk>);
+type CheckedChunk = (format::ChunkPrefix, [u8; 32], Option<OpenChunk>);
 
 /// Frames, digests and (with a key) opens every chunk; in parallel, results in order.
 fn check_chunks(
@@ -363,7 +366,7 @@ fn check_chunks(
     key: Option<&DataKey>,
 ) -> Result<Checked, ReadError> {
     let aead = key.map(|k| k.aead()).transpose()?;
-    let results: Vec<Result<(format::ChunkPrefix, [u8; 32], Option<OpenChunk>), ReadError>> = raw
+    let results: Vec<Result<CheckedChunk, ReadError>> = raw
         .par_iter()
         .enumerate()
         .map(|(i, bytes)| {

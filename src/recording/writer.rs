@@ -120,6 +120,7 @@ impl Recordings {
             tracker: TaskTracker::new(),
             cancel: CancellationToken::new(),
         });
+        inner.probe().await;
         inner.sweep().await;
         let bg = inner.clone();
         inner.tracker.spawn(async move {
@@ -178,9 +179,16 @@ impl Recordings {
             client: meta.client,
         };
         let header = Header::decode(Header::encode(&info, &inner.signer)?)?;
-        inner.spool.create_session(&id)?;
-        inner.spool.write(&id, "header", &header.bytes, true)?;
+        // Live before its spool directory exists, so the sweep never takes it for an orphan.
         inner.live.lock().map(|mut l| l.insert(id.clone())).ok();
+        let spooled = inner
+            .spool
+            .create_session(&id)
+            .and_then(|_| inner.spool.write(&id, "header", &header.bytes, true));
+        if let Err(e) = spooled {
+            inner.live.lock().map(|mut l| l.remove(&id)).ok();
+            return Err(e.into());
+        }
 
         let (up_tx, up_rx) = mpsc::channel(UPLOAD_QUEUE);
         let _ = up_tx.try_send(Upload::Header);
@@ -597,15 +605,24 @@ impl Inner {
         }
         if sessions.is_empty() && !self.healthy.load(Ordering::Relaxed) {
             // Nothing to upload that could prove the store is back: ask it something.
-            match self.store.list_dirs(layout::SESSIONS).await {
-                Ok(_) => {
-                    self.healthy.store(true, Ordering::Relaxed);
+            self.probe().await;
+        }
+    }
+
+    /// Asks the store for a listing and sets the health flag from the answer.
+    async fn probe(&self) {
+        match self.store.list_dirs(layout::SESSIONS).await {
+            Ok(_) => {
+                if !self.healthy.swap(true, Ordering::Relaxed) {
                     tracing::info!(store = %self.store.url(), "recording store reachable again");
                 }
-                Err(e) => {
-                    if let Ok(mut f) = self.last_failure.lock() {
-                        *f = e.to_string();
-                    }
+            }
+            Err(e) => {
+                if self.healthy.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(store = %self.store.url(), error = %e, "recording store unreachable; spooling");
+                }
+                if let Ok(mut f) = self.last_failure.lock() {
+                    *f = e.to_string();
                 }
             }
         }

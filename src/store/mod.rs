@@ -17,7 +17,7 @@ use object_store::{
     local::LocalFileSystem,
     path::Path as ObjPath,
     prefix::PrefixStore,
-    ObjectStore, ObjectStoreExt, PutPayload,
+    BackoffConfig, ClientConfigKey, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
 };
 use serde::Deserialize;
 
@@ -47,6 +47,9 @@ pub struct S3Settings {
     pub access_key_id: Option<String>,
     /// Name of the environment variable that holds the secret key (never the key itself).
     pub secret_access_key_env: Option<String>,
+    /// Set by programs using the library, never read from a file.
+    #[serde(skip)]
+    pub secret_access_key: Option<String>,
     pub allow_http: Option<bool>,
     pub virtual_hosted_style: Option<bool>,
 }
@@ -95,12 +98,28 @@ impl Store {
                     .map_err(|_| bad(format!("environment variable {var} is not set")))?;
                 b = b.with_secret_access_key(secret);
             }
+            if let Some(secret) = &s3.secret_access_key {
+                b = b.with_secret_access_key(secret);
+            }
             if let Some(v) = s3.allow_http {
                 b = b.with_allow_http(v);
             }
             if let Some(v) = s3.virtual_hosted_style {
                 b = b.with_config(AmazonS3ConfigKey::VirtualHostedStyleRequest, v.to_string());
             }
+            // Fail fast and let the spool absorb an outage, rather than retry for minutes.
+            b = b
+                .with_retry(RetryConfig {
+                    max_retries: 2,
+                    retry_timeout: Duration::from_secs(10),
+                    backoff: BackoffConfig::default(),
+                })
+                // Set one by one: replacing the client options would drop AWS_ALLOW_HTTP & co.
+                .with_config(
+                    AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                    "5s",
+                )
+                .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "15s");
             let s3 = b.build().map_err(|e| bad(e.to_string()))?;
             let prefix = prefix.trim_matches('/');
             if prefix.is_empty() {

@@ -1,1 +1,7 @@
+//! vigil's integration tests: one binary, real servers and real clients.
 
+mod cli;
+mod golden;
+mod harness;
+mod recording;
+mod store;

@@ -1,0 +1,129 @@
+//! The serde mirror of the TOML config file. Unknown keys are errors (with their dotted path);
+//! nothing here is interpreted: `Config::from_file` validates and converts.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::store::S3Settings;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub listen: ListenFile,
+    #[serde(default)]
+    pub server: ServerFile,
+    pub recording: Option<RecordingFile>,
+    #[serde(default, rename = "user")]
+    pub users: Vec<UserFile>,
+    #[serde(default, rename = "target")]
+    pub targets: Vec<TargetFile>,
+    #[serde(default, rename = "role")]
+    pub roles: Vec<RoleFile>,
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleFile>,
+    #[serde(default, rename = "mask")]
+    pub masks: Vec<MaskFile>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenFile {
+    pub ssh: Option<String>,
+    pub postgres: Option<String>,
+    pub admin: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    pub host_key: Option<PathBuf>,
+    pub state: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingFile {
+    pub store: String,
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    pub spool: Option<PathBuf>,
+    pub flush_interval: Option<String>,
+    pub on_store_failure: Option<String>,
+    pub zstd_level: Option<i32>,
+    /// Plaintext bytes of events per chunk before it is sealed early, e.g. "1MiB".
+    pub chunk_size: Option<String>,
+    /// Bastion signing keys (`ssh-ed25519 AAAA...`) that the reading commands trust.
+    #[serde(default)]
+    pub signers: Vec<String>,
+    pub s3: Option<S3Settings>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserFile {
+    pub name: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetFile {
+    pub name: String,
+    pub protocol: String,
+    pub address: String,
+    pub user: Option<String>,
+    pub key: Option<PathBuf>,
+    pub host_key: Option<String>,
+    pub database: Option<String>,
+    pub password_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleFile {
+    pub name: String,
+    #[serde(default)]
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    pub name: String,
+    #[serde(default)]
+    pub priority: i64,
+    #[serde(default)]
+    pub targets: Vec<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub sql: Vec<String>,
+    #[serde(default)]
+    pub shell: Vec<String>,
+    pub action: String,
+    pub message: Option<String>,
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    pub timeout: Option<String>,
+    pub min_approvals: Option<u32>,
+    pub grant: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskFile {
+    pub target: String,
+    #[serde(default)]
+    pub columns: Vec<String>,
+    pub method: String,
+    #[serde(default)]
+    pub except_roles: Vec<String>,
+}
