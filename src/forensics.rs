@@ -8,11 +8,12 @@ use serde_json::json;
 
 use crate::{
     recording::{
-        format::{HeaderInfo, Status},
+        format::OpenChunk,
+        format::{FormatError, HeaderInfo, Status},
         keys::RecipientSecret,
-        reader::{self, Filter, Listing, Loaded, ReadError, Trust},
+        reader::{self, ChunkVisitor, Filter, Listing, Loaded, ReadError, Trust, Walked},
     },
-    replay::search::{Hit, Matcher},
+    replay::search::{Hit, Matcher, Searcher},
     store::Store,
 };
 
@@ -145,15 +146,22 @@ pub async fn verify(r: &Reading, ids: &[String]) -> Vec<Verdict> {
                 continue;
             }
         };
-        let result = reader::load(&r.store, &id, r.key.as_ref(), &r.trust, false)
-            .await
-            .map(|l| describe_ok(&l, r.key.is_some()));
+        let result = reader::walk(
+            &r.store,
+            &id,
+            r.key.as_ref(),
+            &r.trust,
+            false,
+            reader::Discard,
+        )
+        .await
+        .map(|(w, _)| describe_ok(&w, r.key.is_some()));
         out.push(Verdict { id, result });
     }
     out
 }
 
-fn describe_ok(l: &Loaded, opened: bool) -> String {
+fn describe_ok(l: &Walked, opened: bool) -> String {
     let status = match l.trailer.as_ref().and_then(|t| t.info.status) {
         Some(Status::Abnormal) => {
             format!(
@@ -177,6 +185,22 @@ fn describe_ok(l: &Loaded, opened: bool) -> String {
         "seals not opened (no --key): structure and signatures only"
     };
     format!("ok: {} chunks, {status}, {seals}, {signer}", l.chunk_count)
+}
+
+/// Feeds each opened chunk's events to a search, as the walk streams them.
+struct SearchVisitor(Searcher);
+
+impl ChunkVisitor for SearchVisitor {
+    fn visit(&mut self, chunk: OpenChunk) -> Result<(), ReadError> {
+        for e in chunk.events() {
+            let e = e.map_err(|source| FormatError::Events {
+                index: chunk.prefix.index,
+                source,
+            })?;
+            self.0.push(&e);
+        }
+        Ok(())
+    }
 }
 
 /// One match of `vigil search`, with the session it is in.
@@ -235,24 +259,19 @@ pub async fn search(
         .max(2);
     let results: Vec<(String, Result<Vec<Found>, ReadError>)> = stream::iter(ids)
         .map(|id| async move {
-            let loaded = reader::load(&r.store, &id, Some(key), &r.trust, true).await;
-            let m = matcher.clone();
-            let res = match loaded {
-                Ok(l) => tokio::task::spawn_blocking(move || {
-                    let events = l.events()?;
-                    let header = l.header.info;
-                    Ok(crate::replay::search::search_events(&m, events.iter())
+            let visitor = SearchVisitor(Searcher::new(matcher));
+            let res = reader::walk(&r.store, &id, Some(key), &r.trust, true, visitor)
+                .await
+                .map(|(w, v)| {
+                    let header = w.header.info;
+                    v.0.finish()
                         .into_iter()
                         .map(|hit| Found {
                             header: header.clone(),
                             hit,
                         })
-                        .collect())
-                })
-                .await
-                .unwrap_or_else(|_| Ok(Vec::new())),
-                Err(e) => Err(e),
-            };
+                        .collect()
+                });
             progress(None);
             (id, res)
         })

@@ -146,6 +146,11 @@ impl RecipientSecret {
     pub fn public(&self) -> RecipientPublic {
         self.public
     }
+
+    /// The raw secret, for writing key files.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.secret
+    }
 }
 
 /// A recording's data key wrapped for one recipient (stored in the header).

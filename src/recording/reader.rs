@@ -5,18 +5,17 @@
 //! exception is a recording without a trailer (still being written, or cut off), which loads
 //! with `trailer: None` so the caller can say so.
 
-use bytes::Bytes;
-use futures::{stream, StreamExt, TryStreamExt};
-use rayon::prelude::*;
+use std::sync::Arc;
+
+use futures::{stream, stream::FuturesOrdered, StreamExt};
+use tokio::sync::mpsc;
 
 use super::{
     event::{Decoder, Timed},
     format::{self, FormatError, Header, HeaderInfo, OpenChunk, Status, Trailer, TrailerInfo},
-    keys::{self, DataKey, KeyError, RecipientSecret},
+    keys::{self, Aead, DataKey, KeyError, RecipientSecret},
 };
 use crate::store::{layout, Store, StoreError};
-
-const FETCH_CONCURRENCY: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -239,9 +238,42 @@ impl Loaded {
     }
 }
 
-/// Fetches and checks a whole recording: header signature and trust, trailer signature, the
-/// chunk set against the trailer, the digest chain, last-chunk flags, and (with a key) every
-/// seal and event. A missing trailer is allowed only with `allow_open`.
+/// What walking a recording found, apart from its content.
+#[derive(Debug)]
+pub struct Walked {
+    pub header: Header,
+    pub trailer: Option<Trailer>,
+    pub chunk_count: u64,
+    pub stored_bytes: u64,
+    pub signer_pinned: bool,
+}
+
+/// Receives a recording's opened chunks, in order, on a blocking thread.
+pub trait ChunkVisitor: Send + 'static {
+    fn visit(&mut self, chunk: OpenChunk) -> Result<(), ReadError>;
+}
+
+/// Discards chunks (verification only).
+pub struct Discard;
+
+impl ChunkVisitor for Discard {
+    fn visit(&mut self, _: OpenChunk) -> Result<(), ReadError> {
+        Ok(())
+    }
+}
+
+/// Keeps every chunk.
+#[derive(Default)]
+pub struct Collect(pub Vec<OpenChunk>);
+
+impl ChunkVisitor for Collect {
+    fn visit(&mut self, chunk: OpenChunk) -> Result<(), ReadError> {
+        self.0.push(chunk);
+        Ok(())
+    }
+}
+
+/// Fetches and checks a whole recording and loads it into memory: see [`walk`].
 pub async fn load(
     store: &Store,
     id: &str,
@@ -249,6 +281,34 @@ pub async fn load(
     trust: &Trust,
     allow_open: bool,
 ) -> Result<Loaded, ReadError> {
+    let (w, collected) = walk(store, id, secret, trust, allow_open, Collect::default()).await?;
+    Ok(Loaded {
+        header: w.header,
+        trailer: w.trailer,
+        chunks: collected.0,
+        chunk_count: w.chunk_count,
+        stored_bytes: w.stored_bytes,
+        signer_pinned: w.signer_pinned,
+    })
+}
+
+/// Chunks fetched ahead of the one being opened.
+const PREFETCH: usize = 4;
+
+/// Streams a recording through every check: header signature and trust, trailer signature,
+/// the chunk set against the trailer, each chunk's frame and (with a key) seal and events,
+/// time order, last-chunk flags and the digest chain. Opened chunks go to `visitor` in order
+/// while later ones are fetched and opened on other cores; only a few chunks are in memory at
+/// once. A missing trailer is allowed only with `allow_open`. On any fault the walk stops with
+/// the error (what the visitor saw before it must be discarded).
+pub async fn walk<V: ChunkVisitor>(
+    store: &Store,
+    id: &str,
+    secret: Option<&RecipientSecret>,
+    trust: &Trust,
+    allow_open: bool,
+    visitor: V,
+) -> Result<(Walked, V), ReadError> {
     if !layout::valid_session_id(id) {
         return Err(ReadError::BadId(id.to_string()));
     }
@@ -290,46 +350,114 @@ pub async fn load(
     if (indexes.len() as u64) < count {
         return Err(ReadError::MissingChunk(indexes.len() as u64));
     }
-    let raw: Vec<Bytes> = stream::iter(0..count)
-        .map(|i| async move {
-            store
-                .get(&layout::chunk(id, i))
-                .await?
-                .ok_or(ReadError::MissingChunk(i))
-        })
-        .buffered(FETCH_CONCURRENCY)
-        .try_collect()
-        .await?;
-    let stored_bytes = header.bytes.len() as u64 + raw.iter().map(|b| b.len() as u64).sum::<u64>();
 
-    let key = secret
-        .map(|s| DataKey::unwrap(s, &header.info.recipients, id))
-        .transpose()?;
+    let aead = match secret {
+        Some(s) => Some(Arc::new(
+            DataKey::unwrap(s, &header.info.recipients, id)?.aead()?,
+        )),
+        None => None,
+    };
     let digest = header.digest;
-    let checked = tokio::task::spawn_blocking(move || check_chunks(&raw, &digest, key.as_ref()))
-        .await
-        .map_err(|_| ReadError::Format(FormatError::Truncated("chunk check task")))??;
-    let (prefixes, chain, chunks) = checked;
+    let parallel = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4);
 
-    // Order in time, and the last-chunk flag exactly on the last chunk of a closed recording.
-    for w in prefixes.windows(2) {
-        if w[1].first_at < w[0].last_at {
-            return Err(ReadError::TimeOrder { index: w[1].index });
-        }
-    }
-    if let Some(p) = prefixes.iter().rev().skip(1).find(|p| p.last) {
-        return Err(ReadError::LastFlag {
-            index: p.index,
-            why: "marked last but more chunks follow (chunks after the end)",
+    // Three stages run at once: fetching (its own task, PREFETCH ahead), opening (up to
+    // `parallel` chunks on blocking threads), and the visitor (its own blocking thread).
+    let (fetched_tx, mut fetched) = mpsc::channel(PREFETCH);
+    let (fetch_store, fetch_id) = (store.clone(), id.to_string());
+    let fetcher = tokio::spawn(async move {
+        let gets = stream::iter(0..count).map(|i| {
+            let (store, id) = (&fetch_store, &fetch_id);
+            async move {
+                store
+                    .get(&layout::chunk(id, i))
+                    .await?
+                    .ok_or(ReadError::MissingChunk(i))
+            }
         });
+        let mut gets = gets.buffered(PREFETCH);
+        while let Some(r) = gets.next().await {
+            let failed = r.is_err();
+            if fetched_tx.send(r).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    let (visit_tx, mut visit_rx) = mpsc::channel::<OpenChunk>(2);
+    let mut visitor = visitor;
+    let visiting = tokio::task::spawn_blocking(move || {
+        while let Some(chunk) = visit_rx.blocking_recv() {
+            visitor.visit(chunk)?;
+        }
+        Ok::<V, ReadError>(visitor)
+    });
+
+    let mut opening = FuturesOrdered::new();
+    let mut next = 0u64;
+    let mut chain = Vec::with_capacity(count as usize * 32);
+    let mut stored_bytes = header.bytes.len() as u64;
+    let mut previous: Option<format::ChunkPrefix> = None;
+    let walked: Result<(), ReadError> = async {
+        loop {
+            while opening.len() < parallel {
+                let Some(bytes) = fetched.recv().await else {
+                    break;
+                };
+                let bytes = bytes?;
+                stored_bytes += bytes.len() as u64;
+                let (i, aead) = (next, aead.clone());
+                next += 1;
+                opening.push_back(tokio::task::spawn_blocking(move || {
+                    open_one(i, &bytes, &digest, aead.as_deref())
+                }));
+            }
+            let Some(opened) = opening.next().await else {
+                break;
+            };
+            let (prefix, sha, chunk) =
+                opened.map_err(|_| ReadError::Format(FormatError::Truncated("chunk task")))??;
+            if let Some(p) = previous {
+                if prefix.first_at < p.last_at {
+                    return Err(ReadError::TimeOrder {
+                        index: prefix.index,
+                    });
+                }
+                if p.last {
+                    return Err(ReadError::LastFlag {
+                        index: p.index,
+                        why: "marked last but more chunks follow (chunks after the end)",
+                    });
+                }
+            }
+            previous = Some(prefix);
+            chain.extend_from_slice(&sha);
+            if let Some(chunk) = chunk {
+                if visit_tx.send(chunk).await.is_err() {
+                    break; // the visitor failed: its error is reported below
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    drop(visit_tx);
+    fetcher.abort();
+    let visitor = visiting
+        .await
+        .map_err(|_| ReadError::Format(FormatError::Truncated("chunk visitor")))?;
+    walked?;
+    let visitor = visitor?;
+    if next < count {
+        return Err(ReadError::MissingChunk(next));
     }
     match &trailer {
         Some(t) => {
             if hex::encode(keys::sha256(&chain)) != t.info.chunks_sha256 {
                 return Err(ReadError::ChainMismatch);
             }
-            let last_flag = prefixes.last().map(|p| p.last);
-            match (t.info.status, last_flag) {
+            match (t.info.status, previous.map(|p| p.last)) {
                 (Some(Status::Closed) | None, Some(false)) => return Err(ReadError::LastFlag {
                     index: count - 1,
                     why:
@@ -346,54 +474,36 @@ pub async fn load(
         }
         None => {}
     }
-    Ok(Loaded {
-        header,
-        trailer,
-        chunks,
-        chunk_count: count,
-        stored_bytes,
-        signer_pinned,
-    })
+    Ok((
+        Walked {
+            header,
+            trailer,
+            chunk_count: count,
+            stored_bytes,
+            signer_pinned,
+        },
+        visitor,
+    ))
 }
 
-type Checked = (Vec<format::ChunkPrefix>, Vec<u8>, Vec<OpenChunk>);
-type CheckedChunk = (format::ChunkPrefix, [u8; 32], Option<OpenChunk>);
-
-/// Frames, digests and (with a key) opens every chunk; in parallel, results in order.
-fn check_chunks(
-    raw: &[Bytes],
+/// Frames, digests and (with a key) opens one chunk and checks that its events decode.
+fn open_one(
+    index: u64,
+    bytes: &[u8],
     digest: &[u8; 32],
-    key: Option<&DataKey>,
-) -> Result<Checked, ReadError> {
-    let aead = key.map(|k| k.aead()).transpose()?;
-    let results: Vec<Result<CheckedChunk, ReadError>> = raw
-        .par_iter()
-        .enumerate()
-        .map(|(i, bytes)| {
-            let i = i as u64;
-            let prefix = format::check_chunk_frame(i, bytes)?;
-            let sha = keys::sha256(bytes);
-            let opened = match &aead {
-                Some(a) => {
-                    let c = format::open_chunk(a, digest, i, bytes)?;
-                    for e in Decoder::new(c.batch.clone()) {
-                        e.map_err(|source| FormatError::Events { index: i, source })?;
-                    }
-                    Some(c)
-                }
-                None => None,
-            };
-            Ok((prefix, sha, opened))
-        })
-        .collect();
-    let mut prefixes = Vec::with_capacity(raw.len());
-    let mut chain = Vec::with_capacity(raw.len() * 32);
-    let mut chunks = Vec::new();
-    for r in results {
-        let (p, sha, opened) = r?;
-        prefixes.push(p);
-        chain.extend_from_slice(&sha);
-        chunks.extend(opened);
-    }
-    Ok((prefixes, chain, chunks))
+    aead: Option<&Aead>,
+) -> Result<(format::ChunkPrefix, [u8; 32], Option<OpenChunk>), ReadError> {
+    let prefix = format::check_chunk_frame(index, bytes)?;
+    let sha = keys::sha256(bytes);
+    let opened = match aead {
+        Some(a) => {
+            let c = format::open_chunk(a, digest, index, bytes)?;
+            for e in Decoder::new(c.batch.clone()) {
+                e.map_err(|source| FormatError::Events { index, source })?;
+            }
+            Some(c)
+        }
+        None => None,
+    };
+    Ok((prefix, sha, opened))
 }

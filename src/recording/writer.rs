@@ -16,6 +16,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use futures::{stream::FuturesOrdered, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -195,24 +196,33 @@ impl Recordings {
         let uploader = inner
             .tracker
             .spawn(run_uploader(inner.clone(), id.clone(), up_rx));
-        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-        let writer = Writer {
+        let (seal_tx, seal_rx) = mpsc::channel(SEAL_QUEUE);
+        let sealer = Sealer {
             inner: inner.clone(),
             id: id.clone(),
             start: now,
             header,
             aead: Arc::new(key.aead()?),
-            batch: Vec::with_capacity(inner.settings.chunk_bytes + (64 << 10)),
+            digests: Vec::new(),
+            chunks: 0,
+            stored: 0,
+            totals: JournalEntry::default(),
+            up: up_tx,
+        };
+        let done = inner.tracker.spawn(sealer.run(seal_rx, uploader));
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let writer = Writer {
+            chunk_bytes: inner.settings.chunk_bytes,
+            flush_every: inner.settings.flush_interval,
+            batch: Vec::new(),
             batch_events: 0,
             span: None,
             last_at: 0,
             index: 0,
-            digests: Vec::new(),
             totals: JournalEntry::default(),
-            stored: 0,
-            up: up_tx,
+            sealer: seal_tx,
         };
-        let done = inner.tracker.spawn(writer.run(rx, uploader));
+        inner.tracker.spawn(writer.run(rx));
         Ok(Recorder {
             id,
             tx,
@@ -288,22 +298,45 @@ impl Recorder {
     }
 }
 
+/// Stage one of a session's recording: takes events, batches and encodes them. Sealing runs
+/// in the next stage, so a session's events are encoded on one core while the previous chunk
+/// is compressed and encrypted on the other.
 struct Writer {
-    inner: Arc<Inner>,
-    id: String,
-    start: SystemTime,
-    header: Header,
-    aead: Arc<Aead>,
+    chunk_bytes: usize,
+    flush_every: Duration,
     batch: Vec<u8>,
     batch_events: u32,
     span: Option<(u64, Instant)>,
     last_at: u64,
     index: u64,
-    digests: Vec<u8>,
     totals: JournalEntry,
-    stored: u64,
-    up: mpsc::Sender<Upload>,
+    sealer: mpsc::Sender<SealJob>,
 }
+
+/// One batch to seal as chunk `index`, with the session's counts up to and including it.
+struct SealJob {
+    index: u64,
+    last: bool,
+    batch: Vec<u8>,
+    events: u32,
+    span: (u64, u64),
+    totals: JournalEntry,
+    /// Why the session ended, on the last job.
+    reason: Option<String>,
+}
+
+/// Batches the sealer may hold before the writer waits (each up to `chunk_bytes`).
+const SEAL_QUEUE: usize = 2;
+
+/// What the sealer needs of a job once its chunk is sealed.
+struct JobInfo {
+    index: u64,
+    last: bool,
+    span: (u64, u64),
+    totals: JournalEntry,
+}
+
+type Sealed = Result<(Result<(Vec<u8>, [u8; 32]), String>, JobInfo), String>;
 
 enum Upload {
     Header,
@@ -312,19 +345,14 @@ enum Upload {
 }
 
 impl Writer {
-    async fn run(
-        mut self,
-        mut rx: mpsc::Receiver<Msg>,
-        uploader: tokio::task::JoinHandle<()>,
-    ) -> Summary {
-        let flush_every = self.inner.settings.flush_interval;
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         let reason = loop {
-            let deadline = self.span.map(|(_, t)| t + flush_every);
+            let deadline = self.span.map(|(_, t)| t + self.flush_every);
             let msg = match deadline {
                 Some(d) => tokio::select! {
                     m = rx.recv() => m,
                     _ = tokio::time::sleep_until(d.into()) => {
-                        self.flush(false).await;
+                        self.flush(None).await;
                         continue;
                     }
                 },
@@ -333,8 +361,8 @@ impl Writer {
             match msg {
                 Some(Msg::Event(t)) => {
                     self.push(t);
-                    if self.batch.len() >= self.inner.settings.chunk_bytes {
-                        self.flush(false).await;
+                    if self.batch.len() >= self.chunk_bytes {
+                        self.flush(None).await;
                     }
                 }
                 Some(Msg::Close(reason, ack)) => {
@@ -344,16 +372,7 @@ impl Writer {
                 None => break "session ended without closing its recording".to_string(),
             }
         };
-        self.flush(true).await;
-        let uploaded = self.finish(&reason, uploader).await;
-        Summary {
-            session_id: self.id.clone(),
-            chunks: self.index,
-            events: self.totals.events,
-            stored_bytes: self.stored,
-            plaintext_bytes: self.totals.plain,
-            uploaded,
-        }
+        self.flush(Some(reason)).await;
     }
 
     fn push(&mut self, mut t: Timed) {
@@ -380,60 +399,154 @@ impl Writer {
         event::encode_into(&mut self.batch, &t);
     }
 
-    /// Seals the batch as the next chunk (the last one when `last`, even if empty), spools it
-    /// durably, and hands it to the uploader.
-    async fn flush(&mut self, last: bool) {
+    /// Hands the batch to the sealer as the next chunk; with a reason, as the last chunk (even
+    /// if empty). Waits when the sealer is `SEAL_QUEUE` batches behind.
+    async fn flush(&mut self, reason: Option<String>) {
+        let last = reason.is_some();
         if self.batch.is_empty() && !last {
             self.span = None;
             return;
         }
         let first_at = self.span.map(|(a, _)| a).unwrap_or(self.last_at);
-        let batch = std::mem::take(&mut self.batch);
-        let (aead, digest, index, events) = (
-            self.aead.clone(),
-            self.header.digest,
-            self.index,
-            self.batch_events,
-        );
-        let span = (first_at, self.last_at);
-        let level = self.inner.settings.zstd_level;
-        let sealed = tokio::task::spawn_blocking(move || {
-            let r = format::seal_chunk(&aead, &digest, index, last, &batch, events, span, level);
-            (r, batch)
-        })
-        .await;
-        let (sealed, mut batch) = match sealed {
-            Ok((Ok(s), b)) => (s, b),
-            Ok((Err(e), b)) => {
-                tracing::error!(session = %self.id, chunk = index, error = %e, "sealing a chunk failed");
-                (Vec::new(), b)
-            }
-            Err(e) => {
-                tracing::error!(session = %self.id, chunk = index, error = %e, "sealing task failed");
-                (Vec::new(), Vec::new())
-            }
-        };
+        // The next batch starts as large as this one was: a busy session does not regrow its
+        // buffer, an idle one keeps a small one.
+        let next = Vec::with_capacity(self.batch.len().min(self.chunk_bytes + (64 << 10)));
+        let batch = std::mem::replace(&mut self.batch, next);
         self.totals.plain += batch.len() as u64;
-        batch.clear();
-        self.batch = batch;
+        let job = SealJob {
+            index: self.index,
+            last,
+            batch,
+            events: self.batch_events,
+            span: (first_at, self.last_at),
+            totals: self.totals.clone(),
+            reason,
+        };
+        self.index += 1;
         self.batch_events = 0;
         self.span = None;
-        if sealed.is_empty() {
-            return;
+        // The sealer only stops after the last job, so this cannot fail before it.
+        let _ = self.sealer.send(job).await;
+    }
+}
+
+/// Stage two: seals each batch, spools it, hands it to the uploader, and closes the
+/// recording with its signed trailer after the last batch.
+struct Sealer {
+    inner: Arc<Inner>,
+    id: String,
+    start: SystemTime,
+    header: Header,
+    aead: Arc<Aead>,
+    digests: Vec<u8>,
+    chunks: u64,
+    stored: u64,
+    totals: JournalEntry,
+    up: mpsc::Sender<Upload>,
+}
+
+impl Sealer {
+    async fn run(
+        mut self,
+        mut jobs: mpsc::Receiver<SealJob>,
+        uploader: tokio::task::JoinHandle<()>,
+    ) -> Summary {
+        // Up to `parallel` chunks are compressed and encrypted at once, on blocking threads;
+        // they are spooled, journaled and uploaded strictly in index order.
+        let parallel = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 4);
+        let mut inflight = FuturesOrdered::new();
+        let mut reason: Option<String> = None;
+        loop {
+            if reason.is_some() && inflight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                Some(done) = inflight.next(), if !inflight.is_empty() => self.store(done),
+                job = jobs.recv(), if reason.is_none() && inflight.len() < parallel => match job {
+                    Some(job) => {
+                        reason = job.reason.clone();
+                        inflight.push_back(self.seal(job));
+                    }
+                    None => reason = Some("session ended without closing its recording".into()),
+                },
+            }
         }
-        let sha = keys::sha256(&sealed);
+        let uploaded = self
+            .finish(reason.as_deref().unwrap_or_default(), uploader)
+            .await;
+        Summary {
+            session_id: self.id.clone(),
+            chunks: self.chunks,
+            events: self.totals.events,
+            stored_bytes: self.stored,
+            plaintext_bytes: self.totals.plain,
+            uploaded,
+        }
+    }
+
+    /// Compresses and seals one batch on a blocking thread.
+    fn seal(&self, job: SealJob) -> impl std::future::Future<Output = Sealed> {
+        let (aead, digest, level) = (
+            self.aead.clone(),
+            self.header.digest,
+            self.inner.settings.zstd_level,
+        );
+        let handle = tokio::task::spawn_blocking(move || {
+            let r = format::seal_chunk(
+                &aead, &digest, job.index, job.last, &job.batch, job.events, job.span, level,
+            )
+            .map(|s| {
+                let sha = keys::sha256(&s);
+                (s, sha)
+            });
+            (
+                r.map_err(|e| e.to_string()),
+                JobInfo {
+                    index: job.index,
+                    last: job.last,
+                    span: job.span,
+                    totals: job.totals,
+                },
+            )
+        });
+        async move { handle.await.map_err(|e| e.to_string()) }
+    }
+
+    /// Spools a sealed chunk and queues it for upload. The spool copy is fsynced only while
+    /// the store is failing: when the store is healthy the upload follows at once, and a
+    /// process crash keeps the page cache anyway.
+    fn store(&mut self, done: Sealed) {
+        let (sealed, sha, job) = match done {
+            Ok((Ok((s, sha)), job)) => (s, sha, job),
+            Ok((Err(e), job)) => {
+                tracing::error!(session = %self.id, chunk = job.index, error = %e, "sealing a chunk failed");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(session = %self.id, error = %e, "sealing task failed");
+                return;
+            }
+        };
+        let index = job.index;
         self.digests.extend_from_slice(&sha);
         self.stored += sealed.len() as u64;
-        self.totals.index = index;
-        self.totals.sha256 = hex::encode(sha);
-        self.totals.size = sealed.len() as u64;
-        self.totals.last = last;
-        self.totals.last_at = self.last_at;
-        self.index += 1;
-        let name = layout::chunk_name(index);
+        self.chunks = index + 1;
+        self.totals = JournalEntry {
+            index,
+            sha256: hex::encode(sha),
+            size: sealed.len() as u64,
+            last: job.last,
+            last_at: job.span.1,
+            ..job.totals
+        };
+        let sync = !self.inner.healthy.load(Ordering::Relaxed);
         let sp = &self.inner.spool;
         let spooled = sp
-            .write(&self.id, &name, &sealed, true)
+            .write(&self.id, &layout::chunk_name(index), &sealed, sync)
             .and_then(|_| sp.append_journal(&self.id, &self.totals));
         if let Err(e) = spooled {
             tracing::error!(session = %self.id, chunk = index, error = %e, "spooling a chunk failed; uploading from memory");
@@ -453,8 +566,8 @@ impl Writer {
             end_unix_us: unix_us(end),
             duration_us: unix_us(end)
                 .saturating_sub(unix_us(self.start))
-                .max(self.last_at),
-            chunks: self.index,
+                .max(self.totals.last_at),
+            chunks: self.chunks,
             chunks_sha256: hex::encode(keys::sha256(&self.digests)),
             stored_bytes: self.stored + self.header.bytes.len() as u64,
             plaintext_bytes: self.totals.plain,

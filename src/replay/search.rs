@@ -78,17 +78,18 @@ pub struct Hit {
 /// hits sorted by time. Memory stays bounded: cleaned output is searched and dropped every few
 /// megabytes.
 #[derive(Debug)]
-pub struct Searcher<'m> {
-    matcher: &'m Matcher,
+pub struct Searcher {
+    matcher: Matcher,
     output: Lines,
     input: Lines,
     hits: Vec<Hit>,
 }
 
-impl<'m> Searcher<'m> {
-    pub fn new(matcher: &'m Matcher) -> Self {
+impl Searcher {
+    /// The matcher is cloned (cheap: its compiled program is shared).
+    pub fn new(matcher: &Matcher) -> Self {
         Searcher {
-            matcher,
+            matcher: matcher.clone(),
             output: Lines::new("output", LineAssembler::new()),
             input: Lines::new("input", LineAssembler::for_input()),
             hits: Vec::new(),
@@ -100,11 +101,11 @@ impl<'m> Searcher<'m> {
         match &timed.event {
             Event::Output(bytes) => {
                 self.output.feed(at, bytes);
-                self.output.search_if_full(self.matcher, &mut self.hits);
+                self.output.search_if_full(&self.matcher, &mut self.hits);
             }
             Event::Input(bytes) => {
                 self.input.feed(at, bytes);
-                self.input.search_if_full(self.matcher, &mut self.hits);
+                self.input.search_if_full(&self.matcher, &mut self.hits);
             }
             Event::Command(c) => self.text(at, "command", &c.text),
             Event::Query(q) => self.text(at, "query", &render::query_line(q)),
@@ -122,8 +123,8 @@ impl<'m> Searcher<'m> {
     }
 
     pub fn finish(mut self) -> Vec<Hit> {
-        self.output.finish(self.matcher, &mut self.hits);
-        self.input.finish(self.matcher, &mut self.hits);
+        self.output.finish(&self.matcher, &mut self.hits);
+        self.input.finish(&self.matcher, &mut self.hits);
         // Stable: hits at the same time keep their order.
         self.hits.sort_by_key(|h| h.at);
         self.hits
