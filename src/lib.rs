@@ -5,7 +5,9 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod audit;
 pub mod config;
+pub mod demo;
 pub mod forensics;
 pub mod recording;
 pub mod replay;

@@ -42,6 +42,8 @@ pub struct ServerFile {
     pub state: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// The audit log (JSON lines); default `state/audit.log`.
+    pub audit_log: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -84,6 +86,12 @@ pub struct TargetFile {
     pub host_key: Option<String>,
     pub database: Option<String>,
     pub password_env: Option<String>,
+    /// Environment variables passed from the client (besides LANG, LC_* and TERM).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// SSH: what to do with an interactive line vigil cannot reconstruct: "refuse" (default)
+    /// or "allow".
+    pub on_unknown_line: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -92,6 +100,19 @@ pub struct RoleFile {
     pub name: String,
     #[serde(default)]
     pub targets: Vec<String>,
+    /// SFTP and scp. Off unless a role of the user turns it on.
+    #[serde(default)]
+    pub file_transfer: bool,
+    /// Local (`ssh -L`) and remote (`ssh -R`) TCP forwarding.
+    #[serde(default)]
+    pub port_forwarding: bool,
+    #[serde(default)]
+    pub agent_forwarding: bool,
+    #[serde(default)]
+    pub x11_forwarding: bool,
+    /// Record what the user types (off by default: typed passwords must not land in recordings).
+    #[serde(default)]
+    pub record_input: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

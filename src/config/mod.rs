@@ -1,6 +1,7 @@
 //! The validated configuration: everything the rest of vigil reads. Built from the file mirror
 //! in `file.rs`; every problem is reported with its dotted key path, all at once.
 
+pub mod directory;
 pub mod file;
 
 use std::{
@@ -70,6 +71,7 @@ pub struct Config {
     pub recording: Option<RecordingSettings>,
     /// Signing keys the reading commands trust (`recording.signers`).
     pub signers: Vec<String>,
+    pub directory: directory::Directory,
     pub file: FileConfig,
 }
 
@@ -114,6 +116,10 @@ impl Config {
         } else {
             Err(v.problems)
         }
+    }
+
+    pub fn audit_log(&self) -> PathBuf {
+        self.resolve(self.file.server.audit_log.as_deref().unwrap_or(Path::new("state/audit.log")))
     }
 
     pub fn resolve(&self, p: &Path) -> PathBuf {
@@ -168,15 +174,8 @@ impl Validator {
             None => (None, Vec::new()),
         };
         self.directory(&file);
-        Config {
-            base: self.base.clone(),
-            listen,
-            host_key,
-            state,
-            recording,
-            signers,
-            file,
-        }
+        let directory = directory::Directory::from_file(&file, &self.base);
+        Config { base: self.base.clone(), listen, host_key, state, recording, signers, directory, file }
     }
 
     fn addr(&mut self, path: &str, v: Option<&str>) -> Option<SocketAddr> {
