@@ -1,0 +1,351 @@
+//! The SSH bastion end to end: the real OpenSSH `ssh`, `scp` and `sftp` clients through vigil
+//! (started in-process on 127.0.0.1:0) to a real `sshd` started by the harness.
+
+use std::{
+    io::Write,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use vigil::{config::Config, demo};
+
+use crate::{
+    harness::{run, vigil, Env},
+    pty::Pty,
+};
+
+pub struct Bastion {
+    pub env: Env,
+    pub sshd: demo::LocalSshd,
+    pub port: u16,
+    running: Option<vigil::daemon::Running>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Bastion {
+    pub fn start() -> Bastion {
+        Self::start_with("")
+    }
+
+    /// A bastion with users alice (engineer: web1, file transfer), bob (contractor: web1) and
+    /// carol (no role); target web1 is a real sshd; `mallory-host` pins the wrong host key.
+    pub fn start_with(extra: &str) -> Bastion {
+        let env = Env::new();
+        let key = |name: &str| demo::write_ssh_key(&env.path(name), name).unwrap();
+        std::fs::create_dir_all(env.path("state/keys")).unwrap();
+        let (alice, bob, carol) = (key("alice"), key("bob"), key("carol"));
+        let target_pub = demo::write_ssh_key(&env.path("state/keys/web1"), "vigil").unwrap();
+        let wrong_host = key("wrong_host");
+        let sshd = demo::LocalSshd::start(&env.path("sshd"), &target_pub)
+            .unwrap_or_else(|e| panic!("{e} (the SSH tests need a real sshd: apt-get install openssh-server)"));
+        let text = format!(
+            r#"
+[listen]
+ssh = "127.0.0.1:0"
+[server]
+host_key = "state/host_ed25519"
+[recording]
+store = "store"
+recipients = ["{rcpt}"]
+spool = "state/spool"
+flush_interval = "200ms"
+[[user]]
+name = "alice"
+roles = ["engineer"]
+ssh_keys = ["{alice}"]
+[[user]]
+name = "bob"
+roles = ["contractor"]
+ssh_keys = ["{bob}"]
+[[user]]
+name = "carol"
+ssh_keys = ["{carol}"]
+[[target]]
+name = "web1"
+protocol = "ssh"
+address = "{addr}"
+user = "{user}"
+key = "state/keys/web1"
+host_key = "{host}"
+env = ["VIGIL_TEST"]
+[[target]]
+name = "mallory-host"
+protocol = "ssh"
+address = "{addr}"
+user = "{user}"
+key = "state/keys/web1"
+host_key = "{wrong}"
+[[role]]
+name = "engineer"
+targets = ["web1", "mallory-host"]
+file_transfer = true
+[[role]]
+name = "contractor"
+targets = ["web1"]
+[[rule]]
+name = "shell-destructive"
+targets = ["web1"]
+shell = ["rm -rf", "mkfs", "shutdown", "reboot", "dd of=/dev/*"]
+action = "deny"
+message = "destructive commands are blocked"
+{extra}
+"#,
+            rcpt = env.secret.public(),
+            alice = alice.trim(),
+            bob = bob.trim(),
+            carol = carol.trim(),
+            addr = sshd.address(),
+            user = sshd.user,
+            host = sshd.host_key.trim(),
+            wrong = wrong_host.trim(),
+        );
+        let config = Config::parse(&text, env.dir.path()).unwrap_or_else(|p| panic!("test config: {p:?}"));
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let running = rt.block_on(vigil::daemon::start(config)).unwrap();
+        let port = running.ssh.unwrap().port();
+        Bastion { env, sshd, port, running: Some(running), rt }
+    }
+
+    /// `ssh` with `who`'s key (a key file name) logging in as `login`.
+    pub fn ssh(&self, who: &str, login: &str) -> Command {
+        let mut c = Command::new("ssh");
+        c.args(self.ssh_options(who)).args(["-p", &self.port.to_string(), &format!("{login}@127.0.0.1")]);
+        c
+    }
+
+    pub fn ssh_options(&self, who: &str) -> Vec<String> {
+        let o = |s: &str| ["-o".to_string(), s.to_string()];
+        let mut v = vec!["-i".to_string(), self.env.path(who).display().to_string()];
+        for opt in ["IdentitiesOnly=yes", "StrictHostKeyChecking=no", "BatchMode=yes", "LogLevel=ERROR"] {
+            v.extend(o(opt));
+        }
+        v.extend(o(&format!("UserKnownHostsFile={}", self.env.path("known_hosts").display())));
+        v
+    }
+
+    pub fn store(&self) -> String {
+        self.env.path("store").display().to_string()
+    }
+
+    /// Runs `vigil` with the store and key of this bastion.
+    pub fn vigil(&self, args: &[&str]) -> (i32, String, String) {
+        run(vigil().args(args).args(["--store", &self.store(), "--key"]).arg(self.env.key_path()))
+    }
+
+    pub fn audit(&self) -> String {
+        std::fs::read_to_string(self.env.path("state/audit.log")).unwrap_or_default()
+    }
+
+    /// The recordings so far, oldest first, once every one of them is closed.
+    pub fn sessions(&self) -> Vec<serde_json::Value> {
+        let list = || run(vigil().args(["sessions", "--json", "--store", &self.store()])).1;
+        crate::harness::wait_until("recordings are closed", Duration::from_secs(20), || {
+            list().lines().all(|l| l.contains("\"state\":\"closed\""))
+        });
+        list().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+}
+
+impl Drop for Bastion {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            self.rt.block_on(r.shutdown(Duration::from_secs(10)));
+        }
+    }
+}
+
+#[test]
+fn exec_relays_output_stderr_and_exit_status() {
+    let b = Bastion::start();
+    let (code, stdout, stderr) = run(b.ssh("alice", "alice+web1").arg("echo hello; echo oops >&2; exit 3"));
+    assert_eq!(code, 3, "{stderr}");
+    assert_eq!(stdout, "hello\n");
+    assert_eq!(stderr, "oops\n");
+    let sessions = b.sessions();
+    assert_eq!(sessions.len(), 1);
+    let id = sessions[0]["id"].as_str().unwrap().to_string();
+    assert_eq!((sessions[0]["user"].as_str(), sessions[0]["target"].as_str()), (Some("alice"), Some("web1")));
+    let (code, text, err) = b.vigil(&["export", &id, "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(text.contains("hello") && text.contains("\"status\":3"), "{text}");
+    assert!(text.contains("echo hello; echo oops"), "the exec command is recorded: {text}");
+    let (code, v, _) = b.vigil(&["verify", &id]);
+    assert_eq!(code, 0, "{v}");
+}
+
+#[test]
+fn stdin_streams_and_a_100_mb_transfer_keeps_its_sha256() {
+    let b = Bastion::start();
+    let data: Vec<u8> = (0..100u32 * 1024 * 1024).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let expected = hex::encode(vigil::recording::keys::sha256(&data));
+    let remote = b.env.path("upload.bin");
+    let mut child = b
+        .ssh("alice", "alice+web1")
+        .arg(format!("cat > {} && sha256sum {}", remote.display(), remote.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with(&expected), "upload corrupted");
+    let down = b.ssh("alice", "alice+web1").arg(format!("cat {}", remote.display())).output().unwrap();
+    assert!(down.status.success());
+    assert_eq!(hex::encode(vigil::recording::keys::sha256(&down.stdout)), expected, "download corrupted");
+}
+
+#[test]
+fn denied_exec_commands_never_reach_the_target() {
+    let b = Bastion::start();
+    let marker = b.env.path("victim");
+    let denied = [
+        "rm -rf {M}",
+        "rm -fr {M}",
+        "rm -r -f {M}",
+        "/bin/rm --recursive --force {M}",
+        "\\rm -rf {M}",
+        "'rm' -rf {M}",
+        "sudo rm -rf {M}",
+        "env FOO=1 rm -rf {M}",
+        "nohup rm -rf {M}",
+        "timeout 5 rm -rf {M}",
+        "echo {M} | xargs rm -rf",
+        "bash -c 'rm -rf {M}'",
+        "sh -c \"cd / && rm -rf {M}\"",
+        "true; rm -rf {M}",
+        "true && rm -rf {M}",
+        "false || rm -rf {M}",
+        "(rm -rf {M})",
+        "echo $(rm -rf {M})",
+        "echo `rm -rf {M}`",
+        "X=-rf; rm $X {M}",
+        "dd if=/dev/zero of=/dev/null count=1",
+    ];
+    for spelling in denied {
+        std::fs::create_dir_all(&marker).unwrap();
+        let cmd = spelling.replace("{M}", &marker.display().to_string());
+        let (code, _, stderr) = run(b.ssh("alice", "alice+web1").arg(&cmd));
+        assert_ne!(code, 0, "{cmd}: allowed");
+        assert!(stderr.contains("vigil:"), "{cmd}: no reason given: {stderr}");
+        assert!(marker.exists(), "{cmd}: reached the target");
+    }
+    let benign = ["rm -r {M}/nothing-here 2>/dev/null; true", "echo rm -rf {M}", "ls -rf {M}", "grep -rf /dev/null {M} || true", "printf 'rm -rf /'"];
+    for spelling in benign {
+        let cmd = spelling.replace("{M}", &marker.display().to_string());
+        let (code, _, stderr) = run(b.ssh("alice", "alice+web1").arg(&cmd));
+        assert_eq!(code, 0, "{cmd}: refused: {stderr}");
+    }
+    assert!(b.audit().contains("command.deny"));
+    let (code, hits, _) = b.vigil(&["search", "rm -rf"]);
+    assert_eq!(code, 0);
+    assert!(hits.contains("command"), "{hits}");
+}
+
+#[test]
+fn interactive_shell_blocks_a_typed_line_and_keeps_the_session() {
+    let b = Bastion::start();
+    let marker = b.env.path("victim");
+    std::fs::create_dir_all(&marker).unwrap();
+    let mut cmd = b.ssh("alice", "alice+web1");
+    cmd.arg("-tt").env("TERM", "xterm");
+    let mut t = Pty::spawn(cmd, 100, 30);
+    t.send("export PS1='vigil-test$ '\r");
+    t.expect("vigil-test$ ");
+    t.send("stty size\r");
+    t.expect("30 100");
+    let n = t.len();
+    t.resize(120, 40);
+    std::thread::sleep(Duration::from_millis(300));
+    t.send("stty size\r");
+    t.expect_from(n, "40 120", Duration::from_secs(20));
+    let n = t.len();
+    t.send(&format!("rm -rf {}\r", marker.display()));
+    t.expect_from(n, "destructive commands are blocked", Duration::from_secs(20));
+    let n = t.len();
+    t.send("echo still-here\r");
+    t.expect_from(n, "still-here", Duration::from_secs(20));
+    assert!(marker.exists(), "the blocked line ran");
+    // Line editing: what the screen shows is what is checked.
+    let n = t.len();
+    t.send(&format!("rm -r {}\x1b[D\x1b[C -f\r", marker.display()));
+    t.expect_from(n, "destructive commands are blocked", Duration::from_secs(20));
+    assert!(marker.exists(), "an edited line ran");
+    t.send("exit 7\r");
+    assert_eq!(t.wait(Duration::from_secs(20)), Some(7));
+    let sessions = b.sessions();
+    let id = sessions[0]["id"].as_str().unwrap().to_string();
+    let (_, text, _) = b.vigil(&["export", &id, "--format", "json"]);
+    assert!(text.contains("\"decision\":\"deny\""), "{text}");
+}
+
+#[test]
+fn access_is_refused_without_a_role_or_with_the_wrong_key() {
+    let b = Bastion::start();
+    let (code, _, stderr) = run(b.ssh("carol", "carol+web1").arg("true"));
+    assert_ne!(code, 0);
+    assert!(stderr.contains("may not reach web1"), "{stderr}");
+    let (code, _, _) = run(b.ssh("bob", "alice+web1").arg("true"));
+    assert_eq!(code, 255, "bob's key logged in as alice");
+    assert!(b.audit().contains("auth.failure"));
+    assert!(b.audit().contains("access.refused"));
+}
+
+#[test]
+fn a_target_with_the_wrong_host_key_is_refused() {
+    let b = Bastion::start();
+    let (code, _, stderr) = run(b.ssh("alice", "alice+mallory-host").arg("true"));
+    assert_ne!(code, 0);
+    assert!(stderr.contains("host key"), "{stderr}");
+}
+
+#[test]
+fn control_commands_without_a_target() {
+    let b = Bastion::start();
+    let (code, stdout, _) = run(b.ssh("alice", "alice").arg("whoami"));
+    assert_eq!(code, 0);
+    assert!(stdout.contains("alice") && stdout.contains("engineer"), "{stdout}");
+    let (_, stdout, _) = run(b.ssh("alice", "alice").arg("targets"));
+    assert!(stdout.contains("web1"), "{stdout}");
+    let (code, _, _) = run(b.ssh("alice", "alice").arg("frobnicate"));
+    assert_ne!(code, 0);
+}
+
+#[test]
+fn scp_and_sftp_follow_the_role() {
+    let b = Bastion::start();
+    let local = b.env.path("local.txt");
+    std::fs::write(&local, b"file transfer through vigil\n").unwrap();
+    let remote = b.env.path("remote.txt");
+    let dest = format!("alice+web1@127.0.0.1:{}", remote.display());
+    let mut c = Command::new("scp");
+    c.args(b.ssh_options("alice")).args(["-P", &b.port.to_string()]).arg(&local).arg(&dest);
+    let (code, _, err) = run(&mut c);
+    assert_eq!(code, 0, "scp up: {err}");
+    assert_eq!(std::fs::read(&remote).unwrap(), b"file transfer through vigil\n");
+    let back = b.env.path("back.txt");
+    let mut c = Command::new("scp");
+    c.args(b.ssh_options("alice")).args(["-P", &b.port.to_string()]).arg(&dest).arg(&back);
+    let (code, _, err) = run(&mut c);
+    assert_eq!(code, 0, "scp down: {err}");
+    assert_eq!(std::fs::read(&back).unwrap(), b"file transfer through vigil\n");
+    // bob's role does not grant file transfer.
+    let mut c = Command::new("sftp");
+    c.args(b.ssh_options("bob")).args(["-P", &b.port.to_string(), "-b", "-", "bob+web1@127.0.0.1"]);
+    let (code, _, _) = run(&mut c);
+    assert_ne!(code, 0, "sftp allowed without file_transfer");
+}
+
+#[test]
+fn port_forwarding_is_refused_by_default() {
+    let b = Bastion::start();
+    let mut c = b.ssh("alice", "alice+web1");
+    c.args(["-W", &b.sshd.address()]);
+    let (code, _, stderr) = run(&mut c);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("prohibited") || stderr.contains("open failed"), "{stderr}");
+    assert!(b.audit().contains("forward.refused"));
+}
