@@ -7,8 +7,11 @@
 
 pub mod audit;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod forensics;
+pub mod policy;
 pub mod recording;
 pub mod replay;
 pub mod store;
+pub mod ssh;

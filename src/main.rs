@@ -36,6 +36,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the bastion in the foreground (SIGTERM stops gracefully, SIGHUP reloads the config).
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Try vigil with no config: a generated bastion, a local sshd target when one is
+    /// installed, and the commands to try.
+    Demo {
+        /// Where to put the generated config, keys and recordings (default: a new temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// SSH port for the bastion (default 2222, or a free one when 2222 is taken).
+        #[arg(long)]
+        port: Option<u16>,
+    },
     /// Make an auditor key pair: FILE holds the secret key, FILE.pub (and stdout) the public key.
     Keygen {
         #[arg(long)]
@@ -192,6 +207,11 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Serve { config } => {
+            vigil::daemon::serve(&config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { dir, port } => demo(dir, port).await,
         Command::Keygen { out } => keygen(&out),
         Command::Check { config } => check(&config),
         Command::Sessions { read, filter, json } => {
@@ -350,6 +370,63 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             protocol,
         } => record(&config, user, target, protocol).await,
     }
+}
+
+async fn demo(dir: Option<PathBuf>, port: Option<u16>) -> Result<ExitCode> {
+    let dir = match dir {
+        Some(d) => d,
+        None => std::env::temp_dir().join(format!("vigil-demo-{}", std::process::id())),
+    };
+    let port = match port {
+        Some(p) => p,
+        None if std::net::TcpListener::bind("127.0.0.1:2222").is_ok() => 2222,
+        None => vigil::demo::free_port()?,
+    };
+    let demo = vigil::demo::prepare(&dir, port)?;
+    let running = vigil::daemon::start(Config::load(&demo.config)?).await?;
+    let me = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "vigil".into());
+    let store = dir.join("recordings");
+    let known = dir.join("known_hosts");
+    println!("vigil demo is running; everything is in {}", dir.display());
+    println!();
+    match &demo.sshd {
+        Some(s) => {
+            println!("Log in through the bastion to a local sshd (target `local`, user {}):", s.user);
+            println!(
+                "  ssh -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=accept-new -p {port} demo+local@127.0.0.1",
+                demo.user_key.display(),
+                known.display()
+            );
+            println!("Try `ls`, then `rm -rf /tmp/nothing`: the bastion blocks it. Exec works too:");
+            println!(
+                "  ssh -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=accept-new -p {port} demo+local@127.0.0.1 'sudo rm -fr /'",
+                demo.user_key.display(),
+                known.display()
+            );
+        }
+        None => {
+            println!("{}", demo.note.as_deref().unwrap_or("no local ssh target"));
+            println!(
+                "  ssh -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=accept-new -p {port} demo@127.0.0.1 targets",
+                demo.user_key.display(),
+                known.display()
+            );
+        }
+    }
+    println!();
+    println!("Then list and replay the recordings (sealed to {}):", demo.auditor_key.display());
+    println!("  {me} sessions --store {}", store.display());
+    println!("  {me} play <ID> --store {} --key {}", store.display(), demo.auditor_key.display());
+    println!();
+    println!("Ctrl-C stops the demo.");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    running.shutdown(Duration::from_secs(30)).await;
+    drop(demo);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn keygen(out: &Path) -> Result<ExitCode> {

@@ -3,5 +3,7 @@
 mod cli;
 mod golden;
 mod harness;
+mod pty;
 mod recording;
+mod ssh;
 mod store;

@@ -1,0 +1,204 @@
+//! The bastion process: listeners, accept loops, connection limits, configuration reloads and
+//! graceful shutdown (close sessions, seal and upload their recordings, then exit).
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    audit::{Audit, AuditEvent},
+    config::Config,
+    policy::Policy,
+    recording::{keys::Signer, writer::RecordError, Recordings},
+    ssh,
+};
+
+/// Most concurrent SSH connections; more wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("the config has no [recording] section: every session must be recorded")]
+    NoRecording,
+    #[error(transparent)]
+    Key(#[from] crate::recording::keys::KeyError),
+    #[error("host key {path}: {why}")]
+    HostKey { path: String, why: String },
+    #[error(transparent)]
+    Recording(#[from] RecordError),
+    #[error("listening on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("audit log {path}: {source}")]
+    Audit { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+}
+
+/// Everything a session needs from the bastion; shared by all connections.
+pub struct Gateway {
+    config: RwLock<Arc<Config>>,
+    policy: RwLock<Arc<Policy>>,
+    pub recordings: Recordings,
+    pub audit: Audit,
+    pub failures: ssh::server::Failures,
+    pub tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl Gateway {
+    /// The current config (a snapshot; a reload replaces it for new decisions).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+
+    /// Swaps in a new config and policy (SIGHUP). Listeners and recording settings keep the
+    /// values they started with.
+    pub fn reload(&self, config: Config) -> Result<(), DaemonError> {
+        let policy = Policy::from_config(&config)?;
+        if let Ok(mut c) = self.config.write() {
+            *c = Arc::new(config);
+        }
+        if let Ok(mut p) = self.policy.write() {
+            *p = Arc::new(policy);
+        }
+        self.audit.record(AuditEvent { detail: Some("reloaded".into()), ..AuditEvent::new("config.load") });
+        Ok(())
+    }
+}
+
+/// A started bastion.
+pub struct Running {
+    pub gateway: Arc<Gateway>,
+    pub ssh: Option<SocketAddr>,
+    accept: TaskTracker,
+}
+
+/// Loads keys, opens the recording store (finishing what a previous run left in the spool),
+/// binds the listeners and starts accepting.
+pub async fn start(config: Config) -> Result<Running, DaemonError> {
+    let settings = config.recording.clone().ok_or(DaemonError::NoRecording)?;
+    let signer = Signer::load_or_create_file(&config.host_key)?;
+    let host_key = russh::keys::load_secret_key(&config.host_key, None)
+        .map_err(|e| DaemonError::HostKey { path: config.host_key.display().to_string(), why: e.to_string() })?;
+    let recordings = Recordings::start(settings, signer).await?;
+    let audit_path = config.audit_log();
+    let audit = Audit::open(&audit_path).map_err(|source| DaemonError::Audit { path: audit_path.display().to_string(), source })?;
+    let policy = Policy::from_config(&config)?;
+    let ssh_addr = config.listen.ssh;
+    let gateway = Arc::new(Gateway {
+        config: RwLock::new(Arc::new(config)),
+        policy: RwLock::new(Arc::new(policy)),
+        recordings,
+        audit,
+        failures: Default::default(),
+        tracker: TaskTracker::new(),
+        cancel: CancellationToken::new(),
+    });
+    gateway.audit.record(AuditEvent { detail: Some("started".into()), ..AuditEvent::new("config.load") });
+    let accept = TaskTracker::new();
+    let mut ssh = None;
+    if let Some(addr) = ssh_addr {
+        let listener = TcpListener::bind(addr).await.map_err(|source| DaemonError::Listen { addr, source })?;
+        let local = listener.local_addr().map_err(|source| DaemonError::Listen { addr, source })?;
+        ssh = Some(local);
+        let server_config = Arc::new(ssh::server::config(host_key));
+        accept.spawn(accept_ssh(gateway.clone(), listener, server_config));
+        tracing::info!(%local, "ssh listening");
+    }
+    Ok(Running { gateway, ssh, accept })
+}
+
+async fn accept_ssh(gw: Arc<Gateway>, listener: TcpListener, config: Arc<russh::server::Config>) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            _ = gw.cancel.cancelled() => return,
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = gw.cancel.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = ssh::server::Handler::new(gw.clone(), Some(peer));
+        let (config, gw2) = (config.clone(), gw.clone());
+        gw.tracker.spawn(async move {
+            let _permit = permit;
+            match russh::server::run_stream(config, stream, handler).await {
+                Ok(session) => {
+                    tokio::select! {
+                        r = session => if let Err(e) = r { tracing::debug!(%peer, error = %e, "ssh connection ended with an error") },
+                        _ = async { gw2.cancel.cancelled().await; tokio::time::sleep(Duration::from_secs(5)).await } => {}
+                    }
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "ssh handshake failed"),
+            }
+        });
+    }
+}
+
+impl Running {
+    /// Graceful stop: refuse new work, close sessions, seal and upload recordings (within
+    /// `grace`), then return.
+    pub async fn shutdown(self, grace: Duration) {
+        self.gateway.cancel.cancel();
+        self.accept.close();
+        self.accept.wait().await;
+        self.gateway.tracker.close();
+        let _ = tokio::time::timeout(grace, self.gateway.tracker.wait()).await;
+        self.gateway.recordings.shutdown(grace).await;
+        self.gateway.audit.record(AuditEvent { detail: Some("stopped".into()), ..AuditEvent::new("config.load") });
+    }
+}
+
+/// `vigil serve`: runs in the foreground until SIGTERM or Ctrl-C; SIGHUP reloads the config.
+pub async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let config = Config::load(path)?;
+    let running = start(config).await?;
+    if let Some(a) = running.ssh {
+        eprintln!("vigil: ssh on {a}");
+    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = hup.recv() => match Config::load(path) {
+                Ok(c) => match running.gateway.reload(c) {
+                    Ok(()) => eprintln!("vigil: reloaded {}", path.display()),
+                    Err(e) => eprintln!("vigil: reload refused: {e}"),
+                },
+                Err(e) => eprintln!("vigil: reload refused, keeping the running config: {e}"),
+            },
+        }
+    }
+    eprintln!("vigil: shutting down: closing sessions and sealing recordings");
+    running.shutdown(Duration::from_secs(30)).await;
+    Ok(())
+}

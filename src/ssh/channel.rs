@@ -1,0 +1,678 @@
+//! One SSH session channel: collects its pty and environment requests, checks the command
+//! against policy before anything reaches the target, opens the matching channel on the target
+//! and relays both ways while recording. Interactive shells hold each Enter until the line the
+//! user submitted has been checked (`terminal.rs` reconstructs it).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use russh::{
+    server::{self, Msg},
+    Channel, ChannelMsg, Pty, Sig,
+};
+
+use super::{
+    server::Connection,
+    terminal::{LineTracker, Step, Submitted, Verdict, ECHO_WAIT},
+    upstream::{self, UpstreamHandle},
+};
+use crate::{
+    audit::AuditEvent,
+    config::directory::{Grants, Target, UnknownLine},
+    daemon::Gateway,
+    policy::{Action, Decision},
+    recording::{
+        event::{Command, Decision as Recorded, Event, Exit},
+        Recorder, SessionMeta,
+    },
+};
+
+/// Environment variables passed to targets besides each target's own `env` list.
+const ENV_ALLOWED: &[&str] = &["LANG", "LANGUAGE", "TERM", "TZ", "COLORTERM"];
+/// Exit status reported when vigil refuses a command (as a shell does for "not executable").
+pub const REFUSED_STATUS: u32 = 126;
+
+struct PtyRequest {
+    term: String,
+    cols: u32,
+    rows: u32,
+    px: u32,
+    py: u32,
+    modes: Vec<(Pty, u32)>,
+}
+
+enum Mode {
+    Shell,
+    Exec(String),
+    Subsystem(String),
+}
+
+impl Mode {
+    fn describe(&self) -> String {
+        match self {
+            Mode::Shell => "shell".into(),
+            Mode::Exec(c) => c.clone(),
+            Mode::Subsystem(s) => format!("subsystem {s}"),
+        }
+    }
+}
+
+/// The client side of the channel, with the session handle for replies it cannot send itself.
+struct Client {
+    channel: Channel<Msg>,
+    handle: server::Handle,
+}
+
+impl Client {
+    fn id(&self) -> russh::ChannelId {
+        self.channel.id()
+    }
+
+    async fn reply(&self, ok: bool) {
+        let _ = if ok { self.handle.channel_success(self.id()).await } else { self.handle.channel_failure(self.id()).await };
+    }
+
+    async fn stderr(&self, text: &str) {
+        let _ = self.channel.extended_data_bytes(1, Bytes::from(text.to_string())).await;
+    }
+
+    /// Tells the user why, sets a non-zero exit status and closes the channel.
+    async fn refuse(&self, text: &str) {
+        self.stderr(&format!("vigil: {text}\r\n")).await;
+        let _ = self.channel.exit_status(REFUSED_STATUS).await;
+        let _ = self.channel.eof().await;
+        let _ = self.channel.close().await;
+    }
+}
+
+/// Runs a session channel to its end.
+pub async fn run(gw: Arc<Gateway>, conn: Arc<Connection>, channel: Channel<Msg>, handle: server::Handle) {
+    let client = Client { channel, handle };
+    let mut client = client;
+    let mut pty: Option<PtyRequest> = None;
+    let mut env: Vec<(String, String)> = Vec::new();
+    let extra_env: Vec<String> = conn
+        .login
+        .target
+        .as_deref()
+        .and_then(|t| gw.config().directory.target(t).map(|t| t.env.clone()))
+        .unwrap_or_default();
+    let mode = loop {
+        let Some(msg) = client.channel.wait().await else { return };
+        match msg {
+            ChannelMsg::RequestPty { term, col_width, row_height, pix_width, pix_height, terminal_modes, .. } => {
+                pty = Some(PtyRequest { term, cols: col_width, rows: row_height, px: pix_width, py: pix_height, modes: terminal_modes });
+                client.reply(true).await;
+            }
+            ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height } => {
+                if let Some(p) = pty.as_mut() {
+                    (p.cols, p.rows, p.px, p.py) = (col_width, row_height, pix_width, pix_height);
+                }
+            }
+            ChannelMsg::SetEnv { variable_name, variable_value, .. } => {
+                let allowed = ENV_ALLOWED.contains(&variable_name.as_str())
+                    || variable_name.starts_with("LC_")
+                    || extra_env.iter().any(|e| *e == variable_name);
+                if allowed && env.len() < 64 {
+                    env.push((variable_name, variable_value));
+                }
+            }
+            ChannelMsg::RequestShell { .. } => break Mode::Shell,
+            ChannelMsg::Exec { command, .. } => break Mode::Exec(String::from_utf8_lossy(&command).into_owned()),
+            ChannelMsg::RequestSubsystem { name, .. } => break Mode::Subsystem(name),
+            ChannelMsg::AgentForward { .. } | ChannelMsg::RequestX11 { .. } => {
+                // Agent and X11 forwarding would hand the target a way back to the user's
+                // machine; vigil does not relay them.
+                gw.audit.record(AuditEvent {
+                    user: Some(conn.login.user.clone()),
+                    target: conn.login.target.clone(),
+                    detail: Some("agent or X11 forwarding request refused".into()),
+                    ..AuditEvent::new("forward.refused")
+                });
+                client.reply(false).await;
+            }
+            ChannelMsg::Eof | ChannelMsg::Close => return,
+            _ => {}
+        }
+    };
+
+    let Some(target_name) = conn.login.target.clone() else {
+        client.reply(true).await;
+        super::control::run(&gw, &conn, &mut client.channel, &client.handle, mode_command(&mode), pty.is_some()).await;
+        return;
+    };
+    let config = gw.config();
+    let target = config.directory.target(&target_name).cloned();
+    let grants = config.directory.grants(&conn.login.user, &target_name);
+    let (target, grants) = match (target, grants) {
+        (Some(t), Some(g)) if t.protocol == crate::config::directory::Protocol::Ssh => (t, g),
+        (Some(_), Some(_)) => {
+            client.reply(true).await;
+            client.refuse(&format!("{target_name} is not an ssh target")).await;
+            return;
+        }
+        _ => {
+            // The same answer whether the target does not exist or is not granted.
+            audit_refusal(&gw, &conn, &target_name, "no role grants this target");
+            client.reply(true).await;
+            client.refuse(&format!("{} may not reach {target_name}", conn.login.user)).await;
+            return;
+        }
+    };
+    if let Mode::Subsystem(name) = &mode {
+        if name != "sftp" || !grants.file_transfer {
+            audit_refusal(&gw, &conn, &target_name, &format!("subsystem {name} refused (file transfer not granted)"));
+            client.reply(false).await;
+            client.refuse(&format!("file transfer ({name}) is not allowed for {} on {target_name}", conn.login.user)).await;
+            return;
+        }
+    }
+    if let Err(e) = gw.recordings.admit() {
+        audit_refusal(&gw, &conn, &target_name, &e.to_string());
+        client.reply(true).await;
+        client.refuse("sessions are refused while recordings cannot be stored; try again later").await;
+        return;
+    }
+    let meta = SessionMeta {
+        protocol: "ssh".into(),
+        user: conn.login.user.clone(),
+        target: target_name.clone(),
+        client: conn.peer.map(|p| p.to_string()),
+    };
+    let recorder = match gw.recordings.begin(meta).await {
+        Ok(r) => r,
+        Err(e) => {
+            audit_refusal(&gw, &conn, &target_name, &e.to_string());
+            client.reply(true).await;
+            client.refuse("cannot start the session recording; the session is refused").await;
+            return;
+        }
+    };
+    gw.audit.record(AuditEvent {
+        user: Some(conn.login.user.clone()),
+        target: Some(target_name.clone()),
+        source: conn.peer.map(|p| p.to_string()),
+        session: Some(recorder.session_id().to_string()),
+        protocol: Some("ssh".into()),
+        command: Some(mode.describe()),
+        ..AuditEvent::new("session.start")
+    });
+    let mut session = Session { gw: gw.clone(), conn: conn.clone(), target, grants, recorder, client };
+    if let Some(p) = &pty {
+        session.record(Event::Resize { cols: clamp16(p.cols), rows: clamp16(p.rows) }).await;
+    }
+    let reason = session.relay(mode, pty, env).await;
+    session.close(&reason).await;
+}
+
+fn mode_command(mode: &Mode) -> Option<String> {
+    match mode {
+        Mode::Exec(c) => Some(c.clone()),
+        Mode::Shell | Mode::Subsystem(_) => None,
+    }
+}
+
+fn audit_refusal(gw: &Gateway, conn: &Connection, target: &str, why: &str) {
+    gw.audit.record(AuditEvent {
+        user: Some(conn.login.user.clone()),
+        target: Some(target.to_string()),
+        source: conn.peer.map(|p| p.to_string()),
+        protocol: Some("ssh".into()),
+        detail: Some(why.to_string()),
+        ..AuditEvent::new("access.refused")
+    });
+}
+
+/// A pty size as a terminal uses it: 0 (unknown, as clients send without a real terminal)
+/// means the conventional 80x24.
+fn term_size(cols: u32, rows: u32) -> (u16, u16) {
+    let or = |v: u32, d: u16| if v == 0 { d } else { clamp16(v) };
+    (or(cols, 80), or(rows, 24))
+}
+
+fn clamp16(v: u32) -> u16 {
+    u16::try_from(v).unwrap_or(u16::MAX)
+}
+
+/// A started session channel.
+struct Session {
+    gw: Arc<Gateway>,
+    conn: Arc<Connection>,
+    target: Target,
+    grants: Grants,
+    recorder: Recorder,
+    client: Client,
+}
+
+impl Session {
+    async fn record(&self, event: Event) {
+        if let Err(e) = self.recorder.record(event).await {
+            tracing::error!(session = %self.recorder.session_id(), error = %e, "recording failed");
+        }
+    }
+
+    fn decide(&self, line: &str) -> Decision {
+        let roles = self.gw.config().directory.roles_of(&self.conn.login.user).to_vec();
+        self.gw.policy().check_shell(&roles, &self.target.name, line)
+    }
+
+    async fn record_command(&self, kind: &str, text: &str, d: &Decision) {
+        let decision = match d.action {
+            Action::Allow => Recorded::Allow,
+            Action::Deny => Recorded::Deny,
+            Action::Review => Recorded::Review,
+        };
+        self.record(Event::Command(Command {
+            kind: kind.into(),
+            text: text.into(),
+            decision,
+            rule: d.rule.clone(),
+            message: (d.action != Action::Allow).then(|| d.message.clone()),
+        }))
+        .await;
+        if d.action != Action::Allow {
+            self.gw.audit.record(AuditEvent {
+                user: Some(self.conn.login.user.clone()),
+                target: Some(self.target.name.clone()),
+                source: self.conn.peer.map(|p| p.to_string()),
+                session: Some(self.recorder.session_id().to_string()),
+                protocol: Some("ssh".into()),
+                command: Some(text.into()),
+                rule: d.rule.clone(),
+                detail: Some(d.message.clone()),
+                ..AuditEvent::new("command.deny")
+            });
+        }
+    }
+
+    /// The shared connection to the target, opened on first use.
+    async fn upstream(&self) -> Result<Arc<UpstreamHandle>, upstream::UpstreamError> {
+        let mut slot = self.conn.upstream.lock().await;
+        if let Some(h) = slot.as_ref().filter(|h| !h.is_closed()) {
+            return Ok(h.clone());
+        }
+        let h = Arc::new(upstream::connect(&self.target).await?);
+        *slot = Some(h.clone());
+        Ok(h)
+    }
+
+    /// Checks, connects and relays; returns why the session ended.
+    async fn relay(&mut self, mode: Mode, pty: Option<PtyRequest>, env: Vec<(String, String)>) -> String {
+        if let Mode::Exec(command) = &mode {
+            let d = self.decide(command);
+            self.record_command("exec", command, &d).await;
+            if d.action != Action::Allow {
+                self.client.reply(true).await;
+                self.client.refuse(&d.user_message()).await;
+                self.record(Event::Exit(Exit { status: Some(REFUSED_STATUS as i32), signal: None, reason: Some("denied".into()) })).await;
+                return format!("command denied: {command}");
+            }
+        }
+        let handle = match self.upstream().await {
+            Ok(h) => h,
+            Err(e) => {
+                self.gw.audit.record(AuditEvent {
+                    user: Some(self.conn.login.user.clone()),
+                    target: Some(self.target.name.clone()),
+                    session: Some(self.recorder.session_id().to_string()),
+                    detail: Some(e.to_string()),
+                    ..AuditEvent::new("upstream.failure")
+                });
+                self.client.reply(true).await;
+                self.client.refuse(&e.to_string()).await;
+                return format!("target unavailable: {e}");
+            }
+        };
+        let up = match handle.channel_open_session().await {
+            Ok(c) => c,
+            Err(e) => {
+                self.client.reply(true).await;
+                self.client.refuse(&format!("target {} refused a session: {e}", self.target.name)).await;
+                return format!("target refused a session: {e}");
+            }
+        };
+        let mut up = up;
+        let mut tracker = None;
+        if let Some(p) = &pty {
+            if up.request_pty(false, &p.term, p.cols, p.rows, p.px, p.py, &p.modes).await.is_err() {
+                self.client.reply(false).await;
+                return "target refused the pty".into();
+            }
+            if matches!(mode, Mode::Shell) {
+                let (cols, rows) = term_size(p.cols, p.rows);
+                tracker = Some(LineTracker::new(cols, rows));
+            }
+        }
+        for (k, v) in env {
+            let _ = up.set_env(false, k, v).await;
+        }
+        let started = match &mode {
+            Mode::Shell => up.request_shell(true).await,
+            Mode::Exec(c) => up.exec(true, c.as_bytes().to_vec()).await,
+            Mode::Subsystem(s) => up.request_subsystem(true, s.clone()).await,
+        };
+        if started.is_err() {
+            self.client.reply(false).await;
+            return "target refused the request".into();
+        }
+        // The target's answer to shell/exec/subsystem is the client's answer.
+        let mut pending_up: Vec<ChannelMsg> = Vec::new();
+        loop {
+            match up.wait().await {
+                Some(ChannelMsg::Success) => {
+                    self.client.reply(true).await;
+                    break;
+                }
+                Some(ChannelMsg::Failure) => {
+                    self.client.reply(false).await;
+                    let _ = self.client.channel.close().await;
+                    return "target refused the request".into();
+                }
+                Some(other) => pending_up.push(other),
+                None => {
+                    self.client.reply(false).await;
+                    self.client.refuse(&format!("connection to {} closed", self.target.name)).await;
+                    return "target closed the channel".into();
+                }
+            }
+        }
+        let mut relay = Relay { tracker, held_since: None, exit: None, record_input: self.grants.record_input };
+        for m in pending_up {
+            if let Some(end) = self.from_target(m, &up, &mut relay).await {
+                return end;
+            }
+        }
+        loop {
+            let echo_deadline = relay.held_since.map(|t| t + ECHO_WAIT);
+            tokio::select! {
+                m = self.client.channel.wait() => {
+                    let Some(m) = m else {
+                        let _ = up.close().await;
+                        return "client disconnected".into();
+                    };
+                    if let Some(end) = self.from_client(m, &up, &mut relay).await {
+                        return end;
+                    }
+                }
+                m = up.wait() => {
+                    let Some(m) = m else {
+                        self.client.stderr(&format!("\r\nvigil: connection to {} lost\r\n", self.target.name)).await;
+                        let _ = self.client.channel.exit_status(255).await;
+                        let _ = self.client.channel.eof().await;
+                        let _ = self.client.channel.close().await;
+                        return format!("connection to {} lost", self.target.name);
+                    };
+                    if let Some(end) = self.from_target(m, &up, &mut relay).await {
+                        return end;
+                    }
+                }
+                _ = sleep_until(echo_deadline) => {
+                    relay.held_since = None;
+                    let steps = relay.tracker.as_mut().map(|t| t.echo_timeout()).unwrap_or_default();
+                    self.apply(steps, &up, &mut relay).await;
+                }
+                _ = self.gw.cancelled() => {
+                    self.client.stderr("\r\nvigil: the bastion is shutting down\r\n").await;
+                    let _ = up.close().await;
+                    let _ = self.client.channel.exit_status(255).await;
+                    let _ = self.client.channel.close().await;
+                    return "bastion shut down".into();
+                }
+            }
+        }
+    }
+
+    /// Handles one message from the user's side; `Some(reason)` ends the session.
+    async fn from_client(&mut self, m: ChannelMsg, up: &Channel<russh::client::Msg>, relay: &mut Relay) -> Option<String> {
+        match m {
+            ChannelMsg::Data { data } => {
+                if relay.record_input {
+                    self.record(Event::Input(data.clone())).await;
+                }
+                match relay.tracker.as_mut() {
+                    Some(t) => {
+                        let steps = t.input(&data);
+                        self.apply(steps, up, relay).await;
+                    }
+                    None => {
+                        let _ = up.data_bytes(data).await;
+                    }
+                }
+            }
+            ChannelMsg::ExtendedData { data, ext } => {
+                let _ = up.extended_data_bytes(ext, data).await;
+            }
+            ChannelMsg::Eof => {
+                let _ = up.eof().await;
+            }
+            ChannelMsg::Close => {
+                let _ = up.close().await;
+                return Some("client closed the channel".into());
+            }
+            ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height } => {
+                let _ = up.window_change(col_width, row_height, pix_width, pix_height).await;
+                if let Some(t) = relay.tracker.as_mut() {
+                    let (cols, rows) = term_size(col_width, row_height);
+                    t.resize(cols, rows);
+                }
+                self.record(Event::Resize { cols: clamp16(col_width), rows: clamp16(row_height) }).await;
+            }
+            ChannelMsg::Signal { signal } => {
+                let _ = up.signal(signal).await;
+            }
+            ChannelMsg::AgentForward { .. } | ChannelMsg::RequestX11 { .. } => self.client.reply(false).await,
+            ChannelMsg::RequestPty { .. } | ChannelMsg::RequestShell { .. } | ChannelMsg::Exec { .. } => {
+                // One command per channel.
+                self.client.reply(false).await;
+            }
+            ChannelMsg::SetEnv { .. } => {}
+            _ => {}
+        }
+        None
+    }
+
+    /// Handles one message from the target; `Some(reason)` ends the session.
+    async fn from_target(&mut self, m: ChannelMsg, up: &Channel<russh::client::Msg>, relay: &mut Relay) -> Option<String> {
+        match m {
+            ChannelMsg::Data { data } => {
+                self.record(Event::Output(data.clone())).await;
+                let steps = relay.tracker.as_mut().map(|t| t.output(&data));
+                if self.client.channel.data_bytes(data).await.is_err() {
+                    return Some("client went away".into());
+                }
+                if let Some(steps) = steps {
+                    self.apply(steps, up, relay).await;
+                }
+            }
+            ChannelMsg::ExtendedData { data, ext } => {
+                self.record(Event::Output(data.clone())).await;
+                let _ = self.client.channel.extended_data_bytes(ext, data).await;
+            }
+            ChannelMsg::Eof => {
+                let _ = self.client.channel.eof().await;
+            }
+            ChannelMsg::ExitStatus { exit_status } => {
+                relay.exit = Some(Exit { status: i32::try_from(exit_status).ok(), signal: None, reason: None });
+                let _ = self.client.channel.exit_status(exit_status).await;
+            }
+            ChannelMsg::ExitSignal { signal_name, core_dumped, error_message, lang_tag } => {
+                relay.exit = Some(Exit { status: None, signal: Some(sig_name(&signal_name)), reason: Some(error_message.clone()) });
+                let _ = self.client.handle.exit_signal_request(self.client.id(), signal_name, core_dumped, error_message, lang_tag).await;
+            }
+            ChannelMsg::Close => {
+                let _ = self.client.channel.close().await;
+                let exit = relay.exit.take().unwrap_or_default();
+                self.record(Event::Exit(exit)).await;
+                return Some("target closed the channel".into());
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// Carries out what the line tracker asks for: forward bytes, or decide a held line.
+    async fn apply(&mut self, steps: Vec<Step>, up: &Channel<russh::client::Msg>, relay: &mut Relay) {
+        let mut queue = std::collections::VecDeque::from(steps);
+        while let Some(step) = queue.pop_front() {
+            match step {
+                Step::Forward(bytes) => {
+                    let _ = up.data_bytes(Bytes::from(bytes)).await;
+                }
+                Step::Discarded(n) => {
+                    tracing::debug!(session = %self.recorder.session_id(), bytes = n, "typed input discarded after a refused line");
+                }
+                Step::Submit(submitted) => {
+                    relay.held_since = None;
+                    let verdict = self.judge_line(submitted, relay).await;
+                    if let Some(t) = relay.tracker.as_mut() {
+                        queue.extend(t.resolve(verdict));
+                    }
+                }
+            }
+        }
+        // A submit waiting for its echo: start the clock once.
+        match relay.tracker.as_ref().map(|t| t.awaiting_echo()) {
+            Some(true) if relay.held_since.is_none() => relay.held_since = Some(tokio::time::Instant::now()),
+            Some(false) => relay.held_since = None,
+            _ => {}
+        }
+    }
+
+    /// Decides about a submitted interactive line; tells the user when it is refused.
+    async fn judge_line(&mut self, submitted: Submitted, relay: &mut Relay) -> Verdict {
+        let refusal = match submitted {
+            Submitted::Command(line) => {
+                if line.trim().is_empty() {
+                    return Verdict::Allow;
+                }
+                let d = self.decide(&line);
+                self.record_command("shell", &line, &d).await;
+                if d.action == Action::Allow {
+                    return Verdict::Allow;
+                }
+                d
+            }
+            Submitted::NotACommand(_) => return Verdict::Allow,
+            Submitted::Unknown(why) => {
+                if self.target.on_unknown_line == UnknownLine::Allow {
+                    return Verdict::Allow;
+                }
+                let d = Decision::refuse_unknown(&why.to_string());
+                self.record_command("shell", &format!("<line not readable: {why}>"), &d).await;
+                d
+            }
+        };
+        let msg = format!("\r\nvigil: {}\r\n", refusal.user_message());
+        self.record(Event::Output(Bytes::from(msg.clone()))).await;
+        if let Some(t) = relay.tracker.as_mut() {
+            t.local_output(msg.as_bytes());
+        }
+        let _ = self.client.channel.data_bytes(Bytes::from(msg)).await;
+        Verdict::Cancel
+    }
+
+    async fn close(self, reason: &str) {
+        let id = self.recorder.session_id().to_string();
+        if let Err(e) = self.recorder.close(reason).await {
+            tracing::error!(session = %id, error = %e, "closing the recording failed");
+        }
+        self.gw.audit.record(AuditEvent {
+            user: Some(self.conn.login.user.clone()),
+            target: Some(self.target.name.clone()),
+            source: self.conn.peer.map(|p| p.to_string()),
+            session: Some(id),
+            protocol: Some("ssh".into()),
+            detail: Some(reason.to_string()),
+            ..AuditEvent::new("session.end")
+        });
+    }
+}
+
+struct Relay {
+    tracker: Option<LineTracker>,
+    held_since: Option<tokio::time::Instant>,
+    exit: Option<Exit>,
+    record_input: bool,
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn sig_name(s: &Sig) -> String {
+    match s {
+        Sig::ABRT => "ABRT".into(),
+        Sig::ALRM => "ALRM".into(),
+        Sig::FPE => "FPE".into(),
+        Sig::HUP => "HUP".into(),
+        Sig::ILL => "ILL".into(),
+        Sig::INT => "INT".into(),
+        Sig::KILL => "KILL".into(),
+        Sig::PIPE => "PIPE".into(),
+        Sig::QUIT => "QUIT".into(),
+        Sig::SEGV => "SEGV".into(),
+        Sig::TERM => "TERM".into(),
+        Sig::USR1 => "USR1".into(),
+        Sig::Custom(c) => c.clone(),
+    }
+}
+
+/// A local port forward (`ssh -L`) for a role that allows it: a direct-tcpip channel to the
+/// target, relayed both ways, recorded with who connected where and the byte counts.
+pub async fn forward(gw: Arc<Gateway>, conn: Arc<Connection>, client: Channel<Msg>, host: String, port: u32, origin: String) {
+    let Some(target_name) = conn.login.target.clone() else { return };
+    let Some(target) = gw.config().directory.target(&target_name).cloned() else { return };
+    let dest = format!("{host}:{port}");
+    let meta = SessionMeta { protocol: "ssh".into(), user: conn.login.user.clone(), target: target_name.clone(), client: Some(origin.clone()) };
+    let Ok(recorder) = gw.recordings.begin(meta).await else {
+        let _ = client.close().await;
+        return;
+    };
+    let _ = recorder
+        .record(Event::Command(Command {
+            kind: "forward".into(),
+            text: format!("direct-tcpip {origin} -> {dest}"),
+            decision: Recorded::Allow,
+            rule: None,
+            message: None,
+        }))
+        .await;
+    let upstream = {
+        let mut slot = conn.upstream.lock().await;
+        match slot.as_ref().filter(|h| !h.is_closed()) {
+            Some(h) => Ok(h.clone()),
+            None => upstream::connect(&target).await.map(Arc::new).inspect(|h| *slot = Some(h.clone())),
+        }
+    };
+    let (mut sent, mut received) = (0u64, 0u64);
+    let reason = match upstream {
+        Err(e) => e.to_string(),
+        Ok(h) => match h.channel_open_direct_tcpip(host.clone(), port, "127.0.0.1", 0).await {
+            Err(e) => format!("target refused the forward: {e}"),
+            Ok(mut up) => {
+                let mut client = client;
+                loop {
+                    tokio::select! {
+                        m = client.wait() => match m {
+                            Some(ChannelMsg::Data { data }) => { sent += data.len() as u64; let _ = up.data_bytes(data).await; }
+                            Some(ChannelMsg::Eof) => { let _ = up.eof().await; }
+                            Some(ChannelMsg::Close) | None => { let _ = up.close().await; break "client closed the forward".to_string(); }
+                            _ => {}
+                        },
+                        m = up.wait() => match m {
+                            Some(ChannelMsg::Data { data }) => { received += data.len() as u64; let _ = client.data_bytes(data).await; }
+                            Some(ChannelMsg::Eof) => { let _ = client.eof().await; }
+                            Some(ChannelMsg::Close) | None => { let _ = client.close().await; break "target closed the forward".to_string(); }
+                            _ => {}
+                        },
+                    }
+                }
+            }
+        },
+    };
+    let _ = recorder.record(Event::Marker(format!("forward {dest}: {sent} bytes sent, {received} bytes received"))).await;
+    let _ = recorder.close(&reason).await;
+}

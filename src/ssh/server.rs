@@ -1,0 +1,230 @@
+//! The SSH front end: russh server callbacks that authenticate against vigil's user directory
+//! and hand each channel to its own task. Callbacks only translate; session state lives in the
+//! channel tasks (`channel.rs`).
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use russh::{
+    server::{self, Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey},
+    Channel, ChannelOpenFailure, MethodKind, MethodSet,
+};
+use tokio::sync::Mutex as AsyncMutex;
+
+use super::upstream::UpstreamHandle;
+use crate::{audit::AuditEvent, daemon::Gateway};
+
+/// Who logged in, and where to (`alice+web1` → user alice, target web1; `alice` → vigil itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub user: String,
+    pub target: Option<String>,
+}
+
+impl Login {
+    pub fn parse(name: &str) -> Login {
+        match name.split_once('+') {
+            Some((user, target)) if !target.is_empty() => Login { user: user.to_string(), target: Some(target.to_string()) },
+            Some((user, _)) => Login { user: user.to_string(), target: None },
+            None => Login { user: name.to_string(), target: None },
+        }
+    }
+}
+
+/// What the channels of one SSH connection share.
+pub struct Connection {
+    pub login: Login,
+    pub peer: Option<SocketAddr>,
+    /// The connection to the target, opened by the first channel that needs it.
+    pub upstream: AsyncMutex<Option<Arc<UpstreamHandle>>>,
+}
+
+/// Slows down addresses that keep failing to authenticate (after `FREE_FAILURES` within
+/// `WINDOW`, each further attempt waits twice as long as the last, up to `MAX_DELAY`).
+#[derive(Default)]
+pub struct Failures {
+    by_ip: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+const FREE_FAILURES: u32 = 6;
+const WINDOW: Duration = Duration::from_secs(300);
+const MAX_DELAY: Duration = Duration::from_secs(30);
+
+impl Failures {
+    pub fn delay(&self, ip: Option<IpAddr>) -> Duration {
+        let Some(ip) = ip else { return Duration::ZERO };
+        let Ok(map) = self.by_ip.lock() else { return Duration::ZERO };
+        match map.get(&ip) {
+            Some((n, since)) if *n > FREE_FAILURES && since.elapsed() < WINDOW => {
+                let exp = (*n - FREE_FAILURES).min(8);
+                (Duration::from_millis(250) * 2u32.pow(exp)).min(MAX_DELAY)
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
+    pub fn failed(&self, ip: Option<IpAddr>) {
+        let (Some(ip), Ok(mut map)) = (ip, self.by_ip.lock()) else { return };
+        let e = map.entry(ip).or_insert((0, Instant::now()));
+        if e.1.elapsed() >= WINDOW {
+            *e = (0, Instant::now());
+        }
+        e.0 += 1;
+        if map.len() > 100_000 {
+            map.retain(|_, (_, since)| since.elapsed() < WINDOW);
+        }
+    }
+
+    pub fn succeeded(&self, ip: Option<IpAddr>) {
+        if let (Some(ip), Ok(mut map)) = (ip, self.by_ip.lock()) {
+            map.remove(&ip);
+        }
+    }
+}
+
+/// The russh server configuration: vigil's host key, public-key authentication only,
+/// constant-time rejections.
+pub fn config(host_key: russh::keys::PrivateKey) -> server::Config {
+    let mut methods = MethodSet::empty();
+    methods.push(MethodKind::PublicKey);
+    server::Config {
+        keys: vec![host_key],
+        methods,
+        auth_rejection_time: Duration::from_millis(500),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        inactivity_timeout: None,
+        keepalive_interval: Some(Duration::from_secs(60)),
+        keepalive_max: 3,
+        nodelay: true,
+        ..Default::default()
+    }
+}
+
+/// Per-connection russh handler.
+pub struct Handler {
+    gw: Arc<Gateway>,
+    peer: Option<SocketAddr>,
+    conn: Option<Arc<Connection>>,
+}
+
+impl Handler {
+    pub fn new(gw: Arc<Gateway>, peer: Option<SocketAddr>) -> Self {
+        Handler { gw, peer, conn: None }
+    }
+
+    fn ip(&self) -> Option<IpAddr> {
+        self.peer.map(|p| p.ip())
+    }
+
+    fn known_key(&self, login: &str, key: &russh::keys::PublicKey) -> bool {
+        let user = Login::parse(login).user;
+        let line = key.to_openssh().unwrap_or_default();
+        self.gw.config().directory.authorized_key(&user, &line)
+    }
+
+    fn audit(&self, action: &str, login: &Login, detail: Option<String>) {
+        self.gw.audit.record(AuditEvent {
+            user: Some(login.user.clone()),
+            target: login.target.clone(),
+            source: self.peer.map(|p| p.to_string()),
+            protocol: Some("ssh".into()),
+            detail,
+            ..AuditEvent::new(action)
+        });
+    }
+}
+
+impl server::Handler for Handler {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(&mut self, user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
+        let delay = self.gw.failures.delay(self.ip());
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if self.known_key(user, offer.public_key) {
+            Ok(Auth::Accept)
+        } else {
+            self.gw.failures.failed(self.ip());
+            self.audit("auth.failure", &Login::parse(user), Some("public key not authorized for this user".into()));
+            Ok(Auth::reject())
+        }
+    }
+
+    async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+        let login = Login::parse(user);
+        if !self.known_key(user, key.public_key) {
+            self.gw.failures.failed(self.ip());
+            self.audit("auth.failure", &login, Some("public key not authorized for this user".into()));
+            return Ok(Auth::reject());
+        }
+        self.gw.failures.succeeded(self.ip());
+        self.audit("auth.success", &login, Some(format!("publickey {}", key.algorithm)));
+        self.conn = Some(Arc::new(Connection { login, peer: self.peer, upstream: AsyncMutex::new(None) }));
+        Ok(Auth::Accept)
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(conn) = self.conn.clone() else {
+            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            return Ok(());
+        };
+        if self.gw.is_shutting_down() {
+            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            return Ok(());
+        }
+        reply.accept().await;
+        let (gw, handle) = (self.gw.clone(), session.handle());
+        self.gw.tracker.spawn(super::channel::run(gw, conn, channel, handle));
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host: &str,
+        port: u32,
+        originator: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(conn) = self.conn.clone() else {
+            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            return Ok(());
+        };
+        let allowed = conn
+            .login
+            .target
+            .as_deref()
+            .and_then(|t| self.gw.config().directory.grants(&conn.login.user, t))
+            .is_some_and(|g| g.port_forwarding);
+        let dest = format!("{host}:{port}");
+        if !allowed {
+            self.audit("forward.refused", &conn.login, Some(format!("direct-tcpip to {dest}")));
+            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            return Ok(());
+        }
+        reply.accept().await;
+        let origin = format!("{originator}:{originator_port}");
+        self.gw.tracker.spawn(super::channel::forward(self.gw.clone(), conn, channel, host.to_string(), port, origin));
+        Ok(())
+    }
+
+    async fn tcpip_forward(&mut self, address: &str, port: &mut u32, _session: &mut Session) -> Result<bool, Self::Error> {
+        // Remote forwarding (`ssh -R`) is refused: the listening side would be on the target.
+        if let Some(conn) = &self.conn {
+            self.audit("forward.refused", &conn.login, Some(format!("tcpip-forward {address}:{port}")));
+        }
+        Ok(false)
+    }
+}
