@@ -13,6 +13,7 @@ use russh::{
 
 use super::{
     server::Connection,
+    sftp::SftpObserver,
     terminal::{LineTracker, Step, Submitted, Verdict, ECHO_WAIT},
     upstream::{self, UpstreamHandle},
 };
@@ -299,6 +300,19 @@ impl Session {
     /// Checks, connects and relays; returns why the session ended.
     async fn relay(&mut self, mode: Mode, pty: Option<PtyRequest>, env: Vec<(String, String)>) -> String {
         if let Mode::Exec(command) = &mode {
+            // Legacy scp (`scp -O`) runs as a command on the target: it is a file transfer.
+            if command.split_whitespace().next() == Some("scp") && !self.grants.file_transfer {
+                let d = Decision {
+                    action: Action::Deny,
+                    rule: None,
+                    message: format!("file transfer is not allowed for {} on {}", self.conn.login.user, self.target.name),
+                    approvers: Vec::new(),
+                };
+                self.record_command("exec", command, &d).await;
+                self.client.reply(true).await;
+                self.client.refuse(&d.user_message()).await;
+                return "file transfer refused".into();
+            }
             let d = self.decide(command);
             self.record_command("exec", command, &d).await;
             if d.action != Action::Allow {
@@ -376,7 +390,8 @@ impl Session {
                 }
             }
         }
-        let mut relay = Relay { tracker, held_since: None, exit: None, record_input: self.grants.record_input };
+        let sftp = matches!(&mode, Mode::Subsystem(s) if s == "sftp").then(SftpObserver::new);
+        let mut relay = Relay { tracker, sftp, held_since: None, exit: None, record_input: self.grants.record_input };
         for m in pending_up {
             if let Some(end) = self.from_target(m, &up, &mut relay).await {
                 return end;
@@ -435,6 +450,11 @@ impl Session {
                         self.apply(steps, up, relay).await;
                     }
                     None => {
+                        let ops = relay.sftp.as_mut().map(|o| o.feed(&data)).unwrap_or_default();
+                        for op in ops {
+                            let allow = Decision::allow();
+                            self.record_command("sftp", &op, &allow).await;
+                        }
                         let _ = up.data_bytes(data).await;
                     }
                 }
@@ -590,6 +610,7 @@ impl Session {
 
 struct Relay {
     tracker: Option<LineTracker>,
+    sftp: Option<SftpObserver>,
     held_since: Option<tokio::time::Instant>,
     exit: Option<Exit>,
     record_input: bool,

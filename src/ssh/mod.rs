@@ -5,5 +5,6 @@
 pub mod channel;
 pub mod control;
 pub mod server;
+pub mod sftp;
 pub mod terminal;
 pub mod upstream;

@@ -335,6 +335,15 @@ fn scp_and_sftp_follow_the_role() {
     let (code, _, err) = run(&mut c);
     assert_eq!(code, 0, "scp down: {err}");
     assert_eq!(std::fs::read(&back).unwrap(), b"file transfer through vigil\n");
+    // The file operations are in the recordings.
+    let (code, hits, _) = b.vigil(&["search", &format!("open {}", remote.display())]);
+    assert_eq!(code, 0, "sftp open not recorded");
+    assert!(hits.contains("(write,create") && hits.contains("(read)"), "{hits}");
+    // Legacy scp runs as a command on the target; bob may not transfer files either way.
+    let mut c = Command::new("scp");
+    c.args(["-O"]).args(b.ssh_options("bob")).args(["-P", &b.port.to_string()]).arg(&local).arg(format!("bob+web1@127.0.0.1:{}", remote.display()));
+    let (code, _, _) = run(&mut c);
+    assert_ne!(code, 0, "legacy scp allowed without file_transfer");
     // bob's role does not grant file transfer.
     let mut c = Command::new("sftp");
     c.args(b.ssh_options("bob")).args(["-P", &b.port.to_string(), "-b", "-", "bob+web1@127.0.0.1"]);
