@@ -32,7 +32,7 @@ printf 'Host *\n  IdentityFile %s\n  %s\n' "$DIR/state/keys/local" "$common" > "
 printf 'Host *\n  IdentityFile %s\n  %s\n' "$DIR/demo_ed25519" "$common" > "$DIR/ssh_vigil"
 VIGIL=(ssh -F "$DIR/ssh_vigil" -p "$PORT" demo+local@127.0.0.1)
 DIRECT=(ssh -F "$DIR/ssh_direct" -p "$TPORT" "$TUSER@127.0.0.1")
-JUMP=(ssh -F "$DIR/ssh_direct" -J "$TUSER@127.0.0.1:$TPORT" -p "$TPORT" "$TUSER@127.0.0.1")
+JUMP=(ssh -F "$DIR/ssh_direct" -J "$TUSER@127.0.0.1:$TPORT" -p "$TPORT" "$TUSER@localhost")
 
 now() { python3 -c 'import time; print(time.monotonic())'; }
 secs() { local t0 t1; t0=$(now); "$@" > /dev/null; t1=$(now); python3 -c "print($t1-$t0)"; }
