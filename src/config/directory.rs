@@ -103,10 +103,20 @@ impl Directory {
             .map(|t| {
                 let target = Target {
                     name: t.name.clone(),
-                    protocol: if t.protocol == "postgres" { Protocol::Postgres } else { Protocol::Ssh },
+                    protocol: if t.protocol == "postgres" {
+                        Protocol::Postgres
+                    } else {
+                        Protocol::Ssh
+                    },
                     address: t.address.clone(),
                     user: t.user.clone(),
-                    key: t.key.as_ref().map(|k| if k.is_absolute() { k.clone() } else { base.join(k) }),
+                    key: t.key.as_ref().map(|k| {
+                        if k.is_absolute() {
+                            k.clone()
+                        } else {
+                            base.join(k)
+                        }
+                    }),
                     host_key: t.host_key.as_deref().and_then(normalize_key),
                     database: t.database.clone(),
                     password_env: t.password_env.clone(),
@@ -120,8 +130,16 @@ impl Directory {
                 (t.name.clone(), target)
             })
             .collect();
-        let roles = f.roles.iter().map(|r| (r.name.clone(), r.clone())).collect();
-        Directory { users, targets, roles }
+        let roles = f
+            .roles
+            .iter()
+            .map(|r| (r.name.clone(), r.clone()))
+            .collect();
+        Directory {
+            users,
+            targets,
+            roles,
+        }
     }
 
     pub fn user(&self, name: &str) -> Option<&User> {
@@ -135,7 +153,7 @@ impl Directory {
     /// Whether `key` (an OpenSSH public key line) is one of the user's keys.
     pub fn authorized_key(&self, user: &str, key: &str) -> bool {
         match (self.users.get(user), normalize_key(key)) {
-            (Some(u), Some(k)) => u.ssh_keys.iter().any(|mine| *mine == k),
+            (Some(u), Some(k)) => u.ssh_keys.contains(&k),
             _ => false,
         }
     }
@@ -159,10 +177,16 @@ impl Directory {
 
     /// The targets the user's roles grant, by name.
     pub fn targets_of(&self, user: &str) -> Vec<&Target> {
-        self.targets.values().filter(|t| self.grants(user, &t.name).is_some()).collect()
+        self.targets
+            .values()
+            .filter(|t| self.grants(user, &t.name).is_some())
+            .collect()
     }
 
     pub fn roles_of(&self, user: &str) -> &[String] {
-        self.users.get(user).map(|u| u.roles.as_slice()).unwrap_or(&[])
+        self.users
+            .get(user)
+            .map(|u| u.roles.as_slice())
+            .unwrap_or(&[])
     }
 }

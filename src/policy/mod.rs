@@ -30,7 +30,12 @@ pub struct Decision {
 
 impl Decision {
     pub fn allow() -> Decision {
-        Decision { action: Action::Allow, rule: None, message: String::new(), approvers: Vec::new() }
+        Decision {
+            action: Action::Allow,
+            rule: None,
+            message: String::new(),
+            approvers: Vec::new(),
+        }
     }
 
     /// The refusal of an interactive line that could not be reconstructed.
@@ -64,7 +69,12 @@ impl Decision {
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("rule[{index}] ({name}).shell[{pattern}]: {why}")]
-    Pattern { index: usize, name: String, pattern: usize, why: String },
+    Pattern {
+        index: usize,
+        name: String,
+        pattern: usize,
+        why: String,
+    },
 }
 
 #[derive(Debug)]
@@ -86,7 +96,12 @@ impl Rule {
     }
 
     fn decision(&self) -> Decision {
-        Decision { action: self.action, rule: Some(self.name.clone()), message: self.message.clone(), approvers: self.approvers.clone() }
+        Decision {
+            action: self.action,
+            rule: Some(self.name.clone()),
+            message: self.message.clone(),
+            approvers: self.approvers.clone(),
+        }
     }
 }
 
@@ -152,7 +167,11 @@ impl Policy {
                     }
                 }
                 shell::Verdict::Unknown { reason } => {
-                    if rule.action != Action::Allow && unknown.as_ref().is_none_or(|(u, _)| rule.priority > u.priority) {
+                    if rule.action != Action::Allow
+                        && unknown
+                            .as_ref()
+                            .is_none_or(|(u, _)| rule.priority > u.priority)
+                    {
                         unknown = Some((rule, reason));
                     }
                 }
@@ -161,7 +180,11 @@ impl Policy {
         }
         match (best, unknown) {
             // An explicit allow only overrides what it outranks.
-            (Some(b), Some((u, reason))) if b.action == Action::Allow && u.priority >= b.priority => refuse_undecidable(u, &reason),
+            (Some(b), Some((u, reason)))
+                if b.action == Action::Allow && u.priority >= b.priority =>
+            {
+                refuse_undecidable(u, &reason)
+            }
             (Some(b), _) => b.decision(),
             (None, Some((u, reason))) => refuse_undecidable(u, &reason),
             (None, None) => Decision::allow(),
@@ -219,18 +242,35 @@ approvers = ["sre"]
         let p = policy(RULES);
         let eng = vec!["engineer".to_string()];
         let sre = vec!["sre".to_string()];
-        let table: &[(&[String], &str, &str, Action, Option<&str>)] = &[
+        type Row<'a> = (&'a [String], &'a str, &'a str, Action, Option<&'a str>);
+        let table: &[Row] = &[
             (&eng, "web1", "rm -rf /var", Action::Deny, Some("no-rm")),
             (&eng, "web1", "ls -la", Action::Allow, None),
             (&eng, "web2", "rm -rf /var", Action::Allow, None),
             (&sre, "web1", "rm -rf /var", Action::Allow, None),
-            (&eng, "web1", "rm -rf /tmp/x", Action::Allow, Some("tmp-is-fine")),
-            (&eng, "web2", "sudo reboot", Action::Review, Some("reboots-need-review")),
+            (
+                &eng,
+                "web1",
+                "rm -rf /tmp/x",
+                Action::Allow,
+                Some("tmp-is-fine"),
+            ),
+            (
+                &eng,
+                "web2",
+                "sudo reboot",
+                Action::Review,
+                Some("reboots-need-review"),
+            ),
             (&eng, "web1", "$X -rf /", Action::Deny, Some("no-rm")),
         ];
         for (roles, target, line, action, rule) in table {
             let d = p.check_shell(roles, target, line);
-            assert_eq!((d.action, d.rule.as_deref()), (*action, *rule), "{line} on {target} for {roles:?}");
+            assert_eq!(
+                (d.action, d.rule.as_deref()),
+                (*action, *rule),
+                "{line} on {target} for {roles:?}"
+            );
         }
     }
 

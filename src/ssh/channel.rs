@@ -70,11 +70,18 @@ impl Client {
     }
 
     async fn reply(&self, ok: bool) {
-        let _ = if ok { self.handle.channel_success(self.id()).await } else { self.handle.channel_failure(self.id()).await };
+        let _ = if ok {
+            self.handle.channel_success(self.id()).await
+        } else {
+            self.handle.channel_failure(self.id()).await
+        };
     }
 
     async fn stderr(&self, text: &str) {
-        let _ = self.channel.extended_data_bytes(1, Bytes::from(text.to_string())).await;
+        let _ = self
+            .channel
+            .extended_data_bytes(1, Bytes::from(text.to_string()))
+            .await;
     }
 
     /// Tells the user why, sets a non-zero exit status and closes the channel.
@@ -87,7 +94,12 @@ impl Client {
 }
 
 /// Runs a session channel to its end.
-pub async fn run(gw: Arc<Gateway>, conn: Arc<Connection>, channel: Channel<Msg>, handle: server::Handle) {
+pub async fn run(
+    gw: Arc<Gateway>,
+    conn: Arc<Connection>,
+    channel: Channel<Msg>,
+    handle: server::Handle,
+) {
     let client = Client { channel, handle };
     let mut client = client;
     let mut pty: Option<PtyRequest> = None;
@@ -99,27 +111,55 @@ pub async fn run(gw: Arc<Gateway>, conn: Arc<Connection>, channel: Channel<Msg>,
         .and_then(|t| gw.config().directory.target(t).map(|t| t.env.clone()))
         .unwrap_or_default();
     let mode = loop {
-        let Some(msg) = client.channel.wait().await else { return };
+        let Some(msg) = client.channel.wait().await else {
+            return;
+        };
         match msg {
-            ChannelMsg::RequestPty { term, col_width, row_height, pix_width, pix_height, terminal_modes, .. } => {
-                pty = Some(PtyRequest { term, cols: col_width, rows: row_height, px: pix_width, py: pix_height, modes: terminal_modes });
+            ChannelMsg::RequestPty {
+                term,
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+                terminal_modes,
+                ..
+            } => {
+                pty = Some(PtyRequest {
+                    term,
+                    cols: col_width,
+                    rows: row_height,
+                    px: pix_width,
+                    py: pix_height,
+                    modes: terminal_modes,
+                });
                 client.reply(true).await;
             }
-            ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height } => {
+            ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+            } => {
                 if let Some(p) = pty.as_mut() {
                     (p.cols, p.rows, p.px, p.py) = (col_width, row_height, pix_width, pix_height);
                 }
             }
-            ChannelMsg::SetEnv { variable_name, variable_value, .. } => {
+            ChannelMsg::SetEnv {
+                variable_name,
+                variable_value,
+                ..
+            } => {
                 let allowed = ENV_ALLOWED.contains(&variable_name.as_str())
                     || variable_name.starts_with("LC_")
-                    || extra_env.iter().any(|e| *e == variable_name);
+                    || extra_env.contains(&variable_name);
                 if allowed && env.len() < 64 {
                     env.push((variable_name, variable_value));
                 }
             }
             ChannelMsg::RequestShell { .. } => break Mode::Shell,
-            ChannelMsg::Exec { command, .. } => break Mode::Exec(String::from_utf8_lossy(&command).into_owned()),
+            ChannelMsg::Exec { command, .. } => {
+                break Mode::Exec(String::from_utf8_lossy(&command).into_owned())
+            }
             ChannelMsg::RequestSubsystem { name, .. } => break Mode::Subsystem(name),
             ChannelMsg::AgentForward { .. } | ChannelMsg::RequestX11 { .. } => {
                 // Agent and X11 forwarding would hand the target a way back to the user's
@@ -139,7 +179,15 @@ pub async fn run(gw: Arc<Gateway>, conn: Arc<Connection>, channel: Channel<Msg>,
 
     let Some(target_name) = conn.login.target.clone() else {
         client.reply(true).await;
-        super::control::run(&gw, &conn, &mut client.channel, &client.handle, mode_command(&mode), pty.is_some()).await;
+        super::control::run(
+            &gw,
+            &conn,
+            &mut client.channel,
+            &client.handle,
+            mode_command(&mode),
+            pty.is_some(),
+        )
+        .await;
         return;
     };
     let config = gw.config();
@@ -149,29 +197,45 @@ pub async fn run(gw: Arc<Gateway>, conn: Arc<Connection>, channel: Channel<Msg>,
         (Some(t), Some(g)) if t.protocol == crate::config::directory::Protocol::Ssh => (t, g),
         (Some(_), Some(_)) => {
             client.reply(true).await;
-            client.refuse(&format!("{target_name} is not an ssh target")).await;
+            client
+                .refuse(&format!("{target_name} is not an ssh target"))
+                .await;
             return;
         }
         _ => {
             // The same answer whether the target does not exist or is not granted.
             audit_refusal(&gw, &conn, &target_name, "no role grants this target");
             client.reply(true).await;
-            client.refuse(&format!("{} may not reach {target_name}", conn.login.user)).await;
+            client
+                .refuse(&format!("{} may not reach {target_name}", conn.login.user))
+                .await;
             return;
         }
     };
     if let Mode::Subsystem(name) = &mode {
         if name != "sftp" || !grants.file_transfer {
-            audit_refusal(&gw, &conn, &target_name, &format!("subsystem {name} refused (file transfer not granted)"));
+            audit_refusal(
+                &gw,
+                &conn,
+                &target_name,
+                &format!("subsystem {name} refused (file transfer not granted)"),
+            );
             client.reply(false).await;
-            client.refuse(&format!("file transfer ({name}) is not allowed for {} on {target_name}", conn.login.user)).await;
+            client
+                .refuse(&format!(
+                    "file transfer ({name}) is not allowed for {} on {target_name}",
+                    conn.login.user
+                ))
+                .await;
             return;
         }
     }
     if let Err(e) = gw.recordings.admit() {
         audit_refusal(&gw, &conn, &target_name, &e.to_string());
         client.reply(true).await;
-        client.refuse("sessions are refused while recordings cannot be stored; try again later").await;
+        client
+            .refuse("sessions are refused while recordings cannot be stored; try again later")
+            .await;
         return;
     }
     let meta = SessionMeta {
@@ -185,7 +249,9 @@ pub async fn run(gw: Arc<Gateway>, conn: Arc<Connection>, channel: Channel<Msg>,
         Err(e) => {
             audit_refusal(&gw, &conn, &target_name, &e.to_string());
             client.reply(true).await;
-            client.refuse("cannot start the session recording; the session is refused").await;
+            client
+                .refuse("cannot start the session recording; the session is refused")
+                .await;
             return;
         }
     };
@@ -198,9 +264,21 @@ pub async fn run(gw: Arc<Gateway>, conn: Arc<Connection>, channel: Channel<Msg>,
         command: Some(mode.describe()),
         ..AuditEvent::new("session.start")
     });
-    let mut session = Session { gw: gw.clone(), conn: conn.clone(), target, grants, recorder, client };
+    let mut session = Session {
+        gw: gw.clone(),
+        conn: conn.clone(),
+        target,
+        grants,
+        recorder,
+        client,
+    };
     if let Some(p) = &pty {
-        session.record(Event::Resize { cols: clamp16(p.cols), rows: clamp16(p.rows) }).await;
+        session
+            .record(Event::Resize {
+                cols: clamp16(p.cols),
+                rows: clamp16(p.rows),
+            })
+            .await;
     }
     let reason = session.relay(mode, pty, env).await;
     session.close(&reason).await;
@@ -253,8 +331,15 @@ impl Session {
     }
 
     fn decide(&self, line: &str) -> Decision {
-        let roles = self.gw.config().directory.roles_of(&self.conn.login.user).to_vec();
-        self.gw.policy().check_shell(&roles, &self.target.name, line)
+        let roles = self
+            .gw
+            .config()
+            .directory
+            .roles_of(&self.conn.login.user)
+            .to_vec();
+        self.gw
+            .policy()
+            .check_shell(&roles, &self.target.name, line)
     }
 
     async fn record_command(&self, kind: &str, text: &str, d: &Decision) {
@@ -298,14 +383,22 @@ impl Session {
     }
 
     /// Checks, connects and relays; returns why the session ended.
-    async fn relay(&mut self, mode: Mode, pty: Option<PtyRequest>, env: Vec<(String, String)>) -> String {
+    async fn relay(
+        &mut self,
+        mode: Mode,
+        pty: Option<PtyRequest>,
+        env: Vec<(String, String)>,
+    ) -> String {
         if let Mode::Exec(command) = &mode {
             // Legacy scp (`scp -O`) runs as a command on the target: it is a file transfer.
             if command.split_whitespace().next() == Some("scp") && !self.grants.file_transfer {
                 let d = Decision {
                     action: Action::Deny,
                     rule: None,
-                    message: format!("file transfer is not allowed for {} on {}", self.conn.login.user, self.target.name),
+                    message: format!(
+                        "file transfer is not allowed for {} on {}",
+                        self.conn.login.user, self.target.name
+                    ),
                     approvers: Vec::new(),
                 };
                 self.record_command("exec", command, &d).await;
@@ -318,7 +411,12 @@ impl Session {
             if d.action != Action::Allow {
                 self.client.reply(true).await;
                 self.client.refuse(&d.user_message()).await;
-                self.record(Event::Exit(Exit { status: Some(REFUSED_STATUS as i32), signal: None, reason: Some("denied".into()) })).await;
+                self.record(Event::Exit(Exit {
+                    status: Some(REFUSED_STATUS as i32),
+                    signal: None,
+                    reason: Some("denied".into()),
+                }))
+                .await;
                 return format!("command denied: {command}");
             }
         }
@@ -341,14 +439,23 @@ impl Session {
             Ok(c) => c,
             Err(e) => {
                 self.client.reply(true).await;
-                self.client.refuse(&format!("target {} refused a session: {e}", self.target.name)).await;
+                self.client
+                    .refuse(&format!(
+                        "target {} refused a session: {e}",
+                        self.target.name
+                    ))
+                    .await;
                 return format!("target refused a session: {e}");
             }
         };
         let mut up = up;
         let mut tracker = None;
         if let Some(p) = &pty {
-            if up.request_pty(false, &p.term, p.cols, p.rows, p.px, p.py, &p.modes).await.is_err() {
+            if up
+                .request_pty(false, &p.term, p.cols, p.rows, p.px, p.py, &p.modes)
+                .await
+                .is_err()
+            {
                 self.client.reply(false).await;
                 return "target refused the pty".into();
             }
@@ -385,15 +492,23 @@ impl Session {
                 Some(other) => pending_up.push(other),
                 None => {
                     self.client.reply(false).await;
-                    self.client.refuse(&format!("connection to {} closed", self.target.name)).await;
+                    self.client
+                        .refuse(&format!("connection to {} closed", self.target.name))
+                        .await;
                     return "target closed the channel".into();
                 }
             }
         }
         let sftp = matches!(&mode, Mode::Subsystem(s) if s == "sftp").then(SftpObserver::new);
-        let mut relay = Relay { tracker, sftp, held_since: None, exit: None, record_input: self.grants.record_input };
+        let mut relay = Relay {
+            tracker,
+            sftp,
+            held_since: None,
+            exit: None,
+            record_input: self.grants.record_input,
+        };
         for m in pending_up {
-            if let Some(end) = self.from_target(m, &up, &mut relay).await {
+            if let Some(end) = self.on_target(m, &up, &mut relay).await {
                 return end;
             }
         }
@@ -405,7 +520,7 @@ impl Session {
                         let _ = up.close().await;
                         return "client disconnected".into();
                     };
-                    if let Some(end) = self.from_client(m, &up, &mut relay).await {
+                    if let Some(end) = self.on_client(m, &up, &mut relay).await {
                         return end;
                     }
                 }
@@ -417,7 +532,7 @@ impl Session {
                         let _ = self.client.channel.close().await;
                         return format!("connection to {} lost", self.target.name);
                     };
-                    if let Some(end) = self.from_target(m, &up, &mut relay).await {
+                    if let Some(end) = self.on_target(m, &up, &mut relay).await {
                         return end;
                     }
                 }
@@ -438,7 +553,12 @@ impl Session {
     }
 
     /// Handles one message from the user's side; `Some(reason)` ends the session.
-    async fn from_client(&mut self, m: ChannelMsg, up: &Channel<russh::client::Msg>, relay: &mut Relay) -> Option<String> {
+    async fn on_client(
+        &mut self,
+        m: ChannelMsg,
+        up: &Channel<russh::client::Msg>,
+        relay: &mut Relay,
+    ) -> Option<String> {
         match m {
             ChannelMsg::Data { data } => {
                 if relay.record_input {
@@ -450,7 +570,11 @@ impl Session {
                         self.apply(steps, up, relay).await;
                     }
                     None => {
-                        let ops = relay.sftp.as_mut().map(|o| o.feed(&data)).unwrap_or_default();
+                        let ops = relay
+                            .sftp
+                            .as_mut()
+                            .map(|o| o.feed(&data))
+                            .unwrap_or_default();
                         for op in ops {
                             let allow = Decision::allow();
                             self.record_command("sftp", &op, &allow).await;
@@ -469,19 +593,38 @@ impl Session {
                 let _ = up.close().await;
                 return Some("client closed the channel".into());
             }
-            ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height } => {
-                let _ = up.window_change(col_width, row_height, pix_width, pix_height).await;
-                if let Some(t) = relay.tracker.as_mut() {
-                    let (cols, rows) = term_size(col_width, row_height);
-                    t.resize(cols, rows);
-                }
-                self.record(Event::Resize { cols: clamp16(col_width), rows: clamp16(row_height) }).await;
+            ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+            } => {
+                // The target gets the size the line tracker emulates, so both agree.
+                let (cols, rows) = match relay.tracker.as_mut() {
+                    Some(t) => {
+                        let (cols, rows) = term_size(col_width, row_height);
+                        t.resize(cols, rows);
+                        let (c, r) = t.size();
+                        (u32::from(c), u32::from(r))
+                    }
+                    None => (col_width, row_height),
+                };
+                let _ = up.window_change(cols, rows, pix_width, pix_height).await;
+                self.record(Event::Resize {
+                    cols: clamp16(col_width),
+                    rows: clamp16(row_height),
+                })
+                .await;
             }
             ChannelMsg::Signal { signal } => {
                 let _ = up.signal(signal).await;
             }
-            ChannelMsg::AgentForward { .. } | ChannelMsg::RequestX11 { .. } => self.client.reply(false).await,
-            ChannelMsg::RequestPty { .. } | ChannelMsg::RequestShell { .. } | ChannelMsg::Exec { .. } => {
+            ChannelMsg::AgentForward { .. } | ChannelMsg::RequestX11 { .. } => {
+                self.client.reply(false).await
+            }
+            ChannelMsg::RequestPty { .. }
+            | ChannelMsg::RequestShell { .. }
+            | ChannelMsg::Exec { .. } => {
                 // One command per channel.
                 self.client.reply(false).await;
             }
@@ -492,7 +635,12 @@ impl Session {
     }
 
     /// Handles one message from the target; `Some(reason)` ends the session.
-    async fn from_target(&mut self, m: ChannelMsg, up: &Channel<russh::client::Msg>, relay: &mut Relay) -> Option<String> {
+    async fn on_target(
+        &mut self,
+        m: ChannelMsg,
+        up: &Channel<russh::client::Msg>,
+        relay: &mut Relay,
+    ) -> Option<String> {
         match m {
             ChannelMsg::Data { data } => {
                 self.record(Event::Output(data.clone())).await;
@@ -506,18 +654,45 @@ impl Session {
             }
             ChannelMsg::ExtendedData { data, ext } => {
                 self.record(Event::Output(data.clone())).await;
+                let steps = relay.tracker.as_mut().map(|t| t.output(&data));
                 let _ = self.client.channel.extended_data_bytes(ext, data).await;
+                if let Some(steps) = steps {
+                    self.apply(steps, up, relay).await;
+                }
             }
             ChannelMsg::Eof => {
                 let _ = self.client.channel.eof().await;
             }
             ChannelMsg::ExitStatus { exit_status } => {
-                relay.exit = Some(Exit { status: i32::try_from(exit_status).ok(), signal: None, reason: None });
+                relay.exit = Some(Exit {
+                    status: i32::try_from(exit_status).ok(),
+                    signal: None,
+                    reason: None,
+                });
                 let _ = self.client.channel.exit_status(exit_status).await;
             }
-            ChannelMsg::ExitSignal { signal_name, core_dumped, error_message, lang_tag } => {
-                relay.exit = Some(Exit { status: None, signal: Some(sig_name(&signal_name)), reason: Some(error_message.clone()) });
-                let _ = self.client.handle.exit_signal_request(self.client.id(), signal_name, core_dumped, error_message, lang_tag).await;
+            ChannelMsg::ExitSignal {
+                signal_name,
+                core_dumped,
+                error_message,
+                lang_tag,
+            } => {
+                relay.exit = Some(Exit {
+                    status: None,
+                    signal: Some(sig_name(&signal_name)),
+                    reason: Some(error_message.clone()),
+                });
+                let _ = self
+                    .client
+                    .handle
+                    .exit_signal_request(
+                        self.client.id(),
+                        signal_name,
+                        core_dumped,
+                        error_message,
+                        lang_tag,
+                    )
+                    .await;
             }
             ChannelMsg::Close => {
                 let _ = self.client.channel.close().await;
@@ -531,7 +706,12 @@ impl Session {
     }
 
     /// Carries out what the line tracker asks for: forward bytes, or decide a held line.
-    async fn apply(&mut self, steps: Vec<Step>, up: &Channel<russh::client::Msg>, relay: &mut Relay) {
+    async fn apply(
+        &mut self,
+        steps: Vec<Step>,
+        up: &Channel<russh::client::Msg>,
+        relay: &mut Relay,
+    ) {
         let mut queue = std::collections::VecDeque::from(steps);
         while let Some(step) = queue.pop_front() {
             match step {
@@ -552,7 +732,9 @@ impl Session {
         }
         // A submit waiting for its echo: start the clock once.
         match relay.tracker.as_ref().map(|t| t.awaiting_echo()) {
-            Some(true) if relay.held_since.is_none() => relay.held_since = Some(tokio::time::Instant::now()),
+            Some(true) if relay.held_since.is_none() => {
+                relay.held_since = Some(tokio::time::Instant::now())
+            }
             Some(false) => relay.held_since = None,
             _ => {}
         }
@@ -578,7 +760,8 @@ impl Session {
                     return Verdict::Allow;
                 }
                 let d = Decision::refuse_unknown(&why.to_string());
-                self.record_command("shell", &format!("<line not readable: {why}>"), &d).await;
+                self.record_command("shell", &format!("<line not readable: {why}>"), &d)
+                    .await;
                 d
             }
         };
@@ -643,11 +826,27 @@ fn sig_name(s: &Sig) -> String {
 
 /// A local port forward (`ssh -L`) for a role that allows it: a direct-tcpip channel to the
 /// target, relayed both ways, recorded with who connected where and the byte counts.
-pub async fn forward(gw: Arc<Gateway>, conn: Arc<Connection>, client: Channel<Msg>, host: String, port: u32, origin: String) {
-    let Some(target_name) = conn.login.target.clone() else { return };
-    let Some(target) = gw.config().directory.target(&target_name).cloned() else { return };
+pub async fn forward(
+    gw: Arc<Gateway>,
+    conn: Arc<Connection>,
+    client: Channel<Msg>,
+    host: String,
+    port: u32,
+    origin: String,
+) {
+    let Some(target_name) = conn.login.target.clone() else {
+        return;
+    };
+    let Some(target) = gw.config().directory.target(&target_name).cloned() else {
+        return;
+    };
     let dest = format!("{host}:{port}");
-    let meta = SessionMeta { protocol: "ssh".into(), user: conn.login.user.clone(), target: target_name.clone(), client: Some(origin.clone()) };
+    let meta = SessionMeta {
+        protocol: "ssh".into(),
+        user: conn.login.user.clone(),
+        target: target_name.clone(),
+        client: Some(origin.clone()),
+    };
     let Ok(recorder) = gw.recordings.begin(meta).await else {
         let _ = client.close().await;
         return;
@@ -665,13 +864,19 @@ pub async fn forward(gw: Arc<Gateway>, conn: Arc<Connection>, client: Channel<Ms
         let mut slot = conn.upstream.lock().await;
         match slot.as_ref().filter(|h| !h.is_closed()) {
             Some(h) => Ok(h.clone()),
-            None => upstream::connect(&target).await.map(Arc::new).inspect(|h| *slot = Some(h.clone())),
+            None => upstream::connect(&target)
+                .await
+                .map(Arc::new)
+                .inspect(|h| *slot = Some(h.clone())),
         }
     };
     let (mut sent, mut received) = (0u64, 0u64);
     let reason = match upstream {
         Err(e) => e.to_string(),
-        Ok(h) => match h.channel_open_direct_tcpip(host.clone(), port, "127.0.0.1", 0).await {
+        Ok(h) => match h
+            .channel_open_direct_tcpip(host.clone(), port, "127.0.0.1", 0)
+            .await
+        {
             Err(e) => format!("target refused the forward: {e}"),
             Ok(mut up) => {
                 let mut client = client;
@@ -694,6 +899,10 @@ pub async fn forward(gw: Arc<Gateway>, conn: Arc<Connection>, client: Channel<Ms
             }
         },
     };
-    let _ = recorder.record(Event::Marker(format!("forward {dest}: {sent} bytes sent, {received} bytes received"))).await;
+    let _ = recorder
+        .record(Event::Marker(format!(
+            "forward {dest}: {sent} bytes sent, {received} bytes received"
+        )))
+        .await;
     let _ = recorder.close(&reason).await;
 }

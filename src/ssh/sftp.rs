@@ -53,7 +53,8 @@ impl SftpObserver {
             let need = if self.buf.len() < 4 {
                 4 - self.buf.len()
             } else {
-                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
+                    as usize;
                 if len == 0 {
                     self.lost = true;
                     break;
@@ -67,10 +68,12 @@ impl SftpObserver {
                 4 + len - self.buf.len()
             };
             let n = need.min(bytes.len());
-            self.buf.extend_from_slice(bytes.get(..n).unwrap_or_default());
+            self.buf
+                .extend_from_slice(bytes.get(..n).unwrap_or_default());
             bytes = bytes.get(n..).unwrap_or_default();
             if self.buf.len() >= 4 {
-                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
+                    as usize;
                 if len <= MAX_PARSED && self.buf.len() == 4 + len {
                     if let Some(op) = describe(self.buf.get(4..).unwrap_or_default()) {
                         ops.push(op);
@@ -92,7 +95,13 @@ fn describe(body: &[u8]) -> Option<String> {
             let path = r.string()?;
             let flags = r.u32()?;
             let mut modes = Vec::new();
-            for (bit, name) in [(READ, "read"), (WRITE, "write"), (APPEND, "append"), (CREAT, "create"), (TRUNC, "truncate")] {
+            for (bit, name) in [
+                (READ, "read"),
+                (WRITE, "write"),
+                (APPEND, "append"),
+                (CREAT, "create"),
+                (TRUNC, "truncate"),
+            ] {
                 if flags & bit != 0 {
                     modes.push(name);
                 }
@@ -155,8 +164,18 @@ mod tests {
     #[test]
     fn reports_operations_split_anywhere() {
         let mut stream = Vec::new();
-        stream.extend(packet(SSH_FXP_OPEN, &[&s("/etc/hosts"), &READ.to_be_bytes(), &[0, 0, 0, 0]]));
-        stream.extend(packet(SSH_FXP_OPEN, &[&s("/tmp/up"), &(WRITE | CREAT | TRUNC).to_be_bytes(), &[0, 0, 0, 0]]));
+        stream.extend(packet(
+            SSH_FXP_OPEN,
+            &[&s("/etc/hosts"), &READ.to_be_bytes(), &[0, 0, 0, 0]],
+        ));
+        stream.extend(packet(
+            SSH_FXP_OPEN,
+            &[
+                &s("/tmp/up"),
+                &(WRITE | CREAT | TRUNC).to_be_bytes(),
+                &[0, 0, 0, 0],
+            ],
+        ));
         // A large WRITE packet that must be skipped, not parsed.
         let mut write = packet(6, &[&s("handle"), &[0; 8], &s(&"x".repeat(100_000))]);
         stream.append(&mut write);

@@ -36,8 +36,9 @@ impl Bastion {
         let (alice, bob, carol) = (key("alice"), key("bob"), key("carol"));
         let target_pub = demo::write_ssh_key(&env.path("state/keys/web1"), "vigil").unwrap();
         let wrong_host = key("wrong_host");
-        let sshd = demo::LocalSshd::start(&env.path("sshd"), &target_pub)
-            .unwrap_or_else(|e| panic!("{e} (the SSH tests need a real sshd: apt-get install openssh-server)"));
+        let sshd = demo::LocalSshd::start(&env.path("sshd"), &target_pub).unwrap_or_else(|e| {
+            panic!("{e} (the SSH tests need a real sshd: apt-get install openssh-server)")
+        });
         let text = format!(
             r#"
 [listen]
@@ -99,27 +100,50 @@ message = "destructive commands are blocked"
             host = sshd.host_key.trim(),
             wrong = wrong_host.trim(),
         );
-        let config = Config::parse(&text, env.dir.path()).unwrap_or_else(|p| panic!("test config: {p:?}"));
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let config =
+            Config::parse(&text, env.dir.path()).unwrap_or_else(|p| panic!("test config: {p:?}"));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         let running = rt.block_on(vigil::daemon::start(config)).unwrap();
         let port = running.ssh.unwrap().port();
-        Bastion { env, sshd, port, running: Some(running), rt }
+        Bastion {
+            env,
+            sshd,
+            port,
+            running: Some(running),
+            rt,
+        }
     }
 
     /// `ssh` with `who`'s key (a key file name) logging in as `login`.
     pub fn ssh(&self, who: &str, login: &str) -> Command {
         let mut c = Command::new("ssh");
-        c.args(self.ssh_options(who)).args(["-p", &self.port.to_string(), &format!("{login}@127.0.0.1")]);
+        c.args(self.ssh_options(who)).args([
+            "-p",
+            &self.port.to_string(),
+            &format!("{login}@127.0.0.1"),
+        ]);
         c
     }
 
     pub fn ssh_options(&self, who: &str) -> Vec<String> {
         let o = |s: &str| ["-o".to_string(), s.to_string()];
         let mut v = vec!["-i".to_string(), self.env.path(who).display().to_string()];
-        for opt in ["IdentitiesOnly=yes", "StrictHostKeyChecking=no", "BatchMode=yes", "LogLevel=ERROR"] {
+        for opt in [
+            "IdentitiesOnly=yes",
+            "StrictHostKeyChecking=no",
+            "BatchMode=yes",
+            "LogLevel=ERROR",
+        ] {
             v.extend(o(opt));
         }
-        v.extend(o(&format!("UserKnownHostsFile={}", self.env.path("known_hosts").display())));
+        v.extend(o(&format!(
+            "UserKnownHostsFile={}",
+            self.env.path("known_hosts").display()
+        )));
         v
     }
 
@@ -129,7 +153,10 @@ message = "destructive commands are blocked"
 
     /// Runs `vigil` with the store and key of this bastion.
     pub fn vigil(&self, args: &[&str]) -> (i32, String, String) {
-        run(vigil().args(args).args(["--store", &self.store(), "--key"]).arg(self.env.key_path()))
+        run(vigil()
+            .args(args)
+            .args(["--store", &self.store(), "--key"])
+            .arg(self.env.key_path()))
     }
 
     pub fn audit(&self) -> String {
@@ -142,7 +169,10 @@ message = "destructive commands are blocked"
         crate::harness::wait_until("recordings are closed", Duration::from_secs(20), || {
             list().lines().all(|l| l.contains("\"state\":\"closed\""))
         });
-        list().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        list()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 }
 
@@ -157,18 +187,29 @@ impl Drop for Bastion {
 #[test]
 fn exec_relays_output_stderr_and_exit_status() {
     let b = Bastion::start();
-    let (code, stdout, stderr) = run(b.ssh("alice", "alice+web1").arg("echo hello; echo oops >&2; exit 3"));
+    let (code, stdout, stderr) = run(b
+        .ssh("alice", "alice+web1")
+        .arg("echo hello; echo oops >&2; exit 3"));
     assert_eq!(code, 3, "{stderr}");
     assert_eq!(stdout, "hello\n");
     assert_eq!(stderr, "oops\n");
     let sessions = b.sessions();
     assert_eq!(sessions.len(), 1);
     let id = sessions[0]["id"].as_str().unwrap().to_string();
-    assert_eq!((sessions[0]["user"].as_str(), sessions[0]["target"].as_str()), (Some("alice"), Some("web1")));
+    assert_eq!(
+        (sessions[0]["user"].as_str(), sessions[0]["target"].as_str()),
+        (Some("alice"), Some("web1"))
+    );
     let (code, text, err) = b.vigil(&["export", &id, "--format", "json"]);
     assert_eq!(code, 0, "{err}");
-    assert!(text.contains("hello") && text.contains("\"status\":3"), "{text}");
-    assert!(text.contains("echo hello; echo oops"), "the exec command is recorded: {text}");
+    assert!(
+        text.contains("hello") && text.contains("\"status\":3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("echo hello; echo oops"),
+        "the exec command is recorded: {text}"
+    );
     let (code, v, _) = b.vigil(&["verify", &id]);
     assert_eq!(code, 0, "{v}");
 }
@@ -176,12 +217,18 @@ fn exec_relays_output_stderr_and_exit_status() {
 #[test]
 fn stdin_streams_and_a_100_mb_transfer_keeps_its_sha256() {
     let b = Bastion::start();
-    let data: Vec<u8> = (0..100u32 * 1024 * 1024).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..100u32 * 1024 * 1024)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let expected = hex::encode(vigil::recording::keys::sha256(&data));
     let remote = b.env.path("upload.bin");
     let mut child = b
         .ssh("alice", "alice+web1")
-        .arg(format!("cat > {} && sha256sum {}", remote.display(), remote.display()))
+        .arg(format!(
+            "cat > {} && sha256sum {}",
+            remote.display(),
+            remote.display()
+        ))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -191,11 +238,26 @@ fn stdin_streams_and_a_100_mb_transfer_keeps_its_sha256() {
     let writer = std::thread::spawn(move || stdin.write_all(&data));
     let output = child.wait_with_output().unwrap();
     writer.join().unwrap().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(String::from_utf8_lossy(&output.stdout).starts_with(&expected), "upload corrupted");
-    let down = b.ssh("alice", "alice+web1").arg(format!("cat {}", remote.display())).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout).starts_with(&expected),
+        "upload corrupted"
+    );
+    let down = b
+        .ssh("alice", "alice+web1")
+        .arg(format!("cat {}", remote.display()))
+        .output()
+        .unwrap();
     assert!(down.status.success());
-    assert_eq!(hex::encode(vigil::recording::keys::sha256(&down.stdout)), expected, "download corrupted");
+    assert_eq!(
+        hex::encode(vigil::recording::keys::sha256(&down.stdout)),
+        expected,
+        "download corrupted"
+    );
 }
 
 #[test]
@@ -230,10 +292,19 @@ fn denied_exec_commands_never_reach_the_target() {
         let cmd = spelling.replace("{M}", &marker.display().to_string());
         let (code, _, stderr) = run(b.ssh("alice", "alice+web1").arg(&cmd));
         assert_ne!(code, 0, "{cmd}: allowed");
-        assert!(stderr.contains("vigil:"), "{cmd}: no reason given: {stderr}");
+        assert!(
+            stderr.contains("vigil:"),
+            "{cmd}: no reason given: {stderr}"
+        );
         assert!(marker.exists(), "{cmd}: reached the target");
     }
-    let benign = ["rm -r {M}/nothing-here 2>/dev/null; true", "echo rm -rf {M}", "ls -rf {M}", "grep -rf /dev/null {M} || true", "printf 'rm -rf /'"];
+    let benign = [
+        "rm -r {M}/nothing-here 2>/dev/null; true",
+        "echo rm -rf {M}",
+        "ls -rf {M}",
+        "grep -rf /dev/null {M} || true",
+        "printf 'rm -rf /'",
+    ];
     for spelling in benign {
         let cmd = spelling.replace("{M}", &marker.display().to_string());
         let (code, _, stderr) = run(b.ssh("alice", "alice+web1").arg(&cmd));
@@ -267,7 +338,11 @@ fn interactive_shell_blocks_a_typed_line_and_keeps_the_session() {
     t.expect_from(n, "40 120", Duration::from_secs(20));
     let n = t.len();
     t.send(&format!("rm -rf {}\r", marker.display()));
-    t.expect_from(n, "destructive commands are blocked", Duration::from_secs(20));
+    t.expect_from(
+        n,
+        "destructive commands are blocked",
+        Duration::from_secs(20),
+    );
     let n = t.len();
     t.send("echo still-here\r");
     t.expect_from(n, "still-here", Duration::from_secs(20));
@@ -275,7 +350,11 @@ fn interactive_shell_blocks_a_typed_line_and_keeps_the_session() {
     // Line editing: what the screen shows is what is checked.
     let n = t.len();
     t.send(&format!("rm -r {}\x1b[D\x1b[C -f\r", marker.display()));
-    t.expect_from(n, "destructive commands are blocked", Duration::from_secs(20));
+    t.expect_from(
+        n,
+        "destructive commands are blocked",
+        Duration::from_secs(20),
+    );
     assert!(marker.exists(), "an edited line ran");
     t.send("exit 7\r");
     assert_eq!(t.wait(Duration::from_secs(20)), Some(7));
@@ -310,7 +389,10 @@ fn control_commands_without_a_target() {
     let b = Bastion::start();
     let (code, stdout, _) = run(b.ssh("alice", "alice").arg("whoami"));
     assert_eq!(code, 0);
-    assert!(stdout.contains("alice") && stdout.contains("engineer"), "{stdout}");
+    assert!(
+        stdout.contains("alice") && stdout.contains("engineer"),
+        "{stdout}"
+    );
     let (_, stdout, _) = run(b.ssh("alice", "alice").arg("targets"));
     assert!(stdout.contains("web1"), "{stdout}");
     let (code, _, _) = run(b.ssh("alice", "alice").arg("frobnicate"));
@@ -325,28 +407,48 @@ fn scp_and_sftp_follow_the_role() {
     let remote = b.env.path("remote.txt");
     let dest = format!("alice+web1@127.0.0.1:{}", remote.display());
     let mut c = Command::new("scp");
-    c.args(b.ssh_options("alice")).args(["-P", &b.port.to_string()]).arg(&local).arg(&dest);
+    c.args(b.ssh_options("alice"))
+        .args(["-P", &b.port.to_string()])
+        .arg(&local)
+        .arg(&dest);
     let (code, _, err) = run(&mut c);
     assert_eq!(code, 0, "scp up: {err}");
-    assert_eq!(std::fs::read(&remote).unwrap(), b"file transfer through vigil\n");
+    assert_eq!(
+        std::fs::read(&remote).unwrap(),
+        b"file transfer through vigil\n"
+    );
     let back = b.env.path("back.txt");
     let mut c = Command::new("scp");
-    c.args(b.ssh_options("alice")).args(["-P", &b.port.to_string()]).arg(&dest).arg(&back);
+    c.args(b.ssh_options("alice"))
+        .args(["-P", &b.port.to_string()])
+        .arg(&dest)
+        .arg(&back);
     let (code, _, err) = run(&mut c);
     assert_eq!(code, 0, "scp down: {err}");
-    assert_eq!(std::fs::read(&back).unwrap(), b"file transfer through vigil\n");
+    assert_eq!(
+        std::fs::read(&back).unwrap(),
+        b"file transfer through vigil\n"
+    );
     // The file operations are in the recordings.
     let (code, hits, _) = b.vigil(&["search", &format!("open {}", remote.display())]);
     assert_eq!(code, 0, "sftp open not recorded");
-    assert!(hits.contains("(write,create") && hits.contains("(read)"), "{hits}");
+    assert!(
+        hits.contains("(write,create") && hits.contains("(read)"),
+        "{hits}"
+    );
     // Legacy scp runs as a command on the target; bob may not transfer files either way.
     let mut c = Command::new("scp");
-    c.args(["-O"]).args(b.ssh_options("bob")).args(["-P", &b.port.to_string()]).arg(&local).arg(format!("bob+web1@127.0.0.1:{}", remote.display()));
+    c.args(["-O"])
+        .args(b.ssh_options("bob"))
+        .args(["-P", &b.port.to_string()])
+        .arg(&local)
+        .arg(format!("bob+web1@127.0.0.1:{}", remote.display()));
     let (code, _, _) = run(&mut c);
     assert_ne!(code, 0, "legacy scp allowed without file_transfer");
     // bob's role does not grant file transfer.
     let mut c = Command::new("sftp");
-    c.args(b.ssh_options("bob")).args(["-P", &b.port.to_string(), "-b", "-", "bob+web1@127.0.0.1"]);
+    c.args(b.ssh_options("bob"))
+        .args(["-P", &b.port.to_string(), "-b", "-", "bob+web1@127.0.0.1"]);
     let (code, _, _) = run(&mut c);
     assert_ne!(code, 0, "sftp allowed without file_transfer");
 }
@@ -358,6 +460,93 @@ fn port_forwarding_is_refused_by_default() {
     c.args(["-W", &b.sshd.address()]);
     let (code, _, stderr) = run(&mut c);
     assert_ne!(code, 0);
-    assert!(stderr.contains("prohibited") || stderr.contains("forwarding failed"), "{stderr}");
+    assert!(
+        stderr.contains("prohibited") || stderr.contains("forwarding failed"),
+        "{stderr}"
+    );
     assert!(b.audit().contains("forward.refused"));
+}
+
+#[test]
+fn environment_passes_only_through_the_allowlist() {
+    let b = Bastion::start();
+    let mut c = b.ssh("alice", "alice+web1");
+    c.args(["-o", "SendEnv=VIGIL_TEST", "-o", "SendEnv=VIGIL_SECRET"])
+        .env("VIGIL_TEST", "passed")
+        .env("VIGIL_SECRET", "leaked")
+        .arg("echo \"[$VIGIL_TEST][$VIGIL_SECRET]\"");
+    let (code, stdout, stderr) = run(&mut c);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "[passed][]\n");
+}
+
+#[test]
+fn a_target_that_dies_mid_session_ends_it_cleanly_with_the_reason() {
+    let b = Bastion::start();
+    let child = b
+        .ssh("alice", "alice+web1")
+        .arg("echo started; sleep 31.4159")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Find the sshd process serving that command on the target (the nearest sshd above the
+    // `sleep`) and kill it.
+    let parent = |pid: &str| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .unwrap_or("1")
+            .to_string()
+    };
+    let comm = |pid: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let mut killed = false;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(100));
+        let out = Command::new("pgrep")
+            .args(["-f", "^sleep 31.4159"])
+            .output()
+            .unwrap();
+        let Some(pid) = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let mut p = parent(&pid);
+        while p != "1" && comm(&p) != "sshd" {
+            p = parent(&p);
+        }
+        assert_ne!(p, "1", "no sshd above the target command");
+        killed = Command::new("kill")
+            .args(["-9", &p])
+            .status()
+            .unwrap()
+            .success();
+        break;
+    }
+    assert!(killed, "could not find the target's session process");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("started"));
+    assert!(
+        stderr.contains("vigil:") && stderr.contains("web1"),
+        "{stderr}"
+    );
+    let sessions = b.sessions();
+    let id = sessions[0]["id"].as_str().unwrap().to_string();
+    let (_, text, _) = b.vigil(&["export", &id, "--format", "json"]);
+    assert!(
+        text.contains("lost") || text.contains("closed the channel"),
+        "the recording says why it ended: {}",
+        &text[..text.len().min(600)]
+    );
 }
