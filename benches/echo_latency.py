@@ -30,8 +30,16 @@ def main():
     read_until(b"READY> ")
     time.sleep(0.3)
     samples = []
+    def drain():
+        while True:
+            r, _, _ = select.select([fd], [], [], 0.01)
+            if not r:
+                return
+            os.read(fd, 65536)
+
     for i in range(n):
         ch = b"abcdefghijklmnopqrstuvwxyz"[i % 26:i % 26 + 1]
+        drain()  # nothing earlier may be taken for this key's echo
         t0 = time.perf_counter()
         os.write(fd, ch)
         read_until(ch)
