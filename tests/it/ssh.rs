@@ -181,6 +181,11 @@ impl Drop for Bastion {
         if let Some(r) = self.running.take() {
             self.rt.block_on(r.shutdown(Duration::from_secs(10)));
         }
+        // Every session of every test left a recording that verifies, seals included.
+        if !std::thread::panicking() {
+            let (code, out, err) = self.vigil(&["verify", "--all"]);
+            assert_eq!(code, 0, "recordings do not verify: {out}{err}");
+        }
     }
 }
 
