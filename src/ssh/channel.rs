@@ -302,6 +302,54 @@ fn audit_refusal(gw: &Gateway, conn: &Connection, target: &str, why: &str) {
     });
 }
 
+/// Whether the channel's program reads shell commands from its input: a shell request, or an
+/// exec of a shell without `-c` (`ssh host bash`, `ssh host sh -s < script`).
+fn reads_commands(mode: &Mode) -> bool {
+    match mode {
+        Mode::Shell => true,
+        Mode::Exec(command) => {
+            let mut words = command.split_whitespace();
+            let first = words.next().unwrap_or_default();
+            let name = first.rsplit('/').next().unwrap_or(first);
+            SHELLS.contains(&name)
+                && !words.any(|w| w.starts_with('-') && !w.starts_with("--") && w.contains('c'))
+        }
+        Mode::Subsystem(_) => false,
+    }
+}
+
+const SHELLS: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish", "busybox", "tcsh", "csh",
+];
+
+/// Splits a terminal-less shell's input into lines to check one by one.
+#[derive(Default)]
+struct LineGate {
+    partial: Vec<u8>,
+}
+
+/// Longest input line checked; a longer one is refused (it cannot be checked whole).
+const MAX_GATE_LINE: usize = 64 << 10;
+
+impl LineGate {
+    /// Complete lines (with their newline) from `data`; at EOF, the unterminated rest too.
+    fn feed(&mut self, data: &[u8], eof: bool) -> Result<Vec<Vec<u8>>, &'static str> {
+        self.partial.extend_from_slice(data);
+        let mut lines = Vec::new();
+        while let Some(at) = memchr::memchr(b'\n', &self.partial) {
+            let rest = self.partial.split_off(at + 1);
+            lines.push(std::mem::replace(&mut self.partial, rest));
+        }
+        if self.partial.len() > MAX_GATE_LINE {
+            return Err("an input line longer than 64 KiB");
+        }
+        if eof && !self.partial.is_empty() {
+            lines.push(std::mem::take(&mut self.partial));
+        }
+        Ok(lines)
+    }
+}
+
 /// A pty size as a terminal uses it: 0 (unknown, as clients send without a real terminal)
 /// means the conventional 80x24.
 fn term_size(cols: u32, rows: u32) -> (u16, u16) {
@@ -459,7 +507,7 @@ impl Session {
                 self.client.reply(false).await;
                 return "target refused the pty".into();
             }
-            if matches!(mode, Mode::Shell) {
+            if reads_commands(&mode) {
                 let (cols, rows) = term_size(p.cols, p.rows);
                 tracker = Some(LineTracker::new(cols, rows));
             }
@@ -500,8 +548,12 @@ impl Session {
             }
         }
         let sftp = matches!(&mode, Mode::Subsystem(s) if s == "sftp").then(SftpObserver::new);
+        // A shell without a terminal reads its commands as lines of input: check each line.
+        let gate = (tracker.is_none() && reads_commands(&mode)).then(LineGate::default);
         let mut relay = Relay {
             tracker,
+            gate,
+            refused: false,
             sftp,
             held_since: None,
             exit: None,
@@ -564,6 +616,9 @@ impl Session {
                 if relay.record_input {
                     self.record(Event::Input(data.clone())).await;
                 }
+                if relay.gate.is_some() {
+                    return self.gate_input(&data, false, up, relay).await;
+                }
                 match relay.tracker.as_mut() {
                     Some(t) => {
                         let steps = t.input(&data);
@@ -587,7 +642,12 @@ impl Session {
                 let _ = up.extended_data_bytes(ext, data).await;
             }
             ChannelMsg::Eof => {
-                let _ = up.eof().await;
+                if relay.gate.is_some() {
+                    self.gate_input(&[], true, up, relay).await;
+                }
+                if !relay.refused {
+                    let _ = up.eof().await;
+                }
             }
             ChannelMsg::Close => {
                 let _ = up.close().await;
@@ -664,6 +724,11 @@ impl Session {
                 let _ = self.client.channel.eof().await;
             }
             ChannelMsg::ExitStatus { exit_status } => {
+                let exit_status = if relay.refused {
+                    REFUSED_STATUS
+                } else {
+                    exit_status
+                };
                 relay.exit = Some(Exit {
                     status: i32::try_from(exit_status).ok(),
                     signal: None,
@@ -703,6 +768,60 @@ impl Session {
             _ => {}
         }
         None
+    }
+
+    /// Checks each complete line a terminal-less shell will read before forwarding it. The
+    /// first refused line ends the input (what follows could depend on it): the shell gets EOF,
+    /// finishes what it already read, and the user gets the reason and exit status 126.
+    async fn gate_input(
+        &mut self,
+        data: &[u8],
+        eof: bool,
+        up: &Channel<russh::client::Msg>,
+        relay: &mut Relay,
+    ) -> Option<String> {
+        if relay.refused {
+            return None;
+        }
+        let Some(gate) = relay.gate.as_mut() else {
+            return None;
+        };
+        let (lines, unreadable) = match gate.feed(data, eof) {
+            Ok(lines) => (lines, None),
+            Err(why) => (Vec::new(), Some(why)),
+        };
+        for line in lines {
+            let text = String::from_utf8_lossy(&line).into_owned();
+            let d = self.decide(text.trim_end_matches(['\n', '\r']));
+            if !text.trim().is_empty() {
+                self.record_command("stdin", text.trim_end(), &d).await;
+            }
+            if d.action != Action::Allow {
+                self.refuse_input(&d, up, relay).await;
+                return None;
+            }
+            let _ = up.data_bytes(Bytes::from(line)).await;
+        }
+        if let Some(why) = unreadable {
+            let d = Decision::refuse_unknown(why);
+            self.record_command("stdin", "<input line not readable>", &d)
+                .await;
+            self.refuse_input(&d, up, relay).await;
+        }
+        None
+    }
+
+    async fn refuse_input(
+        &mut self,
+        d: &Decision,
+        up: &Channel<russh::client::Msg>,
+        relay: &mut Relay,
+    ) {
+        relay.refused = true;
+        self.client
+            .stderr(&format!("vigil: {}\n", d.user_message()))
+            .await;
+        let _ = up.eof().await;
     }
 
     /// Carries out what the line tracker asks for: forward bytes, or decide a held line.
@@ -793,6 +912,9 @@ impl Session {
 
 struct Relay {
     tracker: Option<LineTracker>,
+    gate: Option<LineGate>,
+    /// An input line was refused: the exit status the user sees is vigil's.
+    refused: bool,
     sftp: Option<SftpObserver>,
     held_since: Option<tokio::time::Instant>,
     exit: Option<Exit>,

@@ -555,3 +555,47 @@ fn a_target_that_dies_mid_session_ends_it_cleanly_with_the_reason() {
         &text[..text.len().min(600)]
     );
 }
+
+#[test]
+fn a_shell_without_a_terminal_has_each_input_line_checked() {
+    let b = Bastion::start();
+    let marker = b.env.path("victim");
+    std::fs::create_dir_all(&marker).unwrap();
+    let feed = |login_args: &[&str], script: String| {
+        let mut c = b.ssh("alice", "alice+web1");
+        c.args(login_args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let m = marker.display().to_string();
+    for args in [&["-T"][..], &["bash"][..], &["sh", "-s"][..]] {
+        let (code, stdout, stderr) = feed(args, format!("echo first\nrm -rf {m}\necho never\n"));
+        assert_ne!(code, Some(0), "{args:?}: {stdout}");
+        assert!(
+            stdout.contains("first") && !stdout.contains("never"),
+            "{args:?}: {stdout}"
+        );
+        assert!(
+            stderr.contains("destructive commands are blocked"),
+            "{args:?}: {stderr}"
+        );
+        assert!(marker.exists(), "{args:?}: the line ran");
+        let (code, stdout, stderr) = feed(args, "echo one\necho two\n".into());
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
+        assert_eq!(stdout, "one\ntwo\n");
+    }
+}
