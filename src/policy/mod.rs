@@ -26,6 +26,9 @@ pub struct Decision {
     pub message: String,
     /// Roles allowed to approve, for `Review`.
     pub approvers: Vec<String>,
+    /// Refused only because the input ends in the middle of a command (`for x in a b; do`): a
+    /// shell reading it line by line runs nothing until the rest arrives.
+    pub incomplete: bool,
 }
 
 impl Decision {
@@ -35,6 +38,7 @@ impl Decision {
             rule: None,
             message: String::new(),
             approvers: Vec::new(),
+            incomplete: false,
         }
     }
 
@@ -45,6 +49,7 @@ impl Decision {
             rule: None,
             message: format!("vigil cannot tell what this line runs ({why}); it was not sent"),
             approvers: Vec::new(),
+            incomplete: false,
         }
     }
 
@@ -101,6 +106,7 @@ impl Rule {
             rule: Some(self.name.clone()),
             message: self.message.clone(),
             approvers: self.approvers.clone(),
+            incomplete: false,
         }
     }
 }
@@ -198,6 +204,8 @@ fn refuse_undecidable(rule: &Rule, reason: &str) -> Decision {
         rule: Some(rule.name.clone()),
         message: format!("vigil cannot tell whether this runs a command that rule {} restricts ({reason}); refused", rule.name),
         approvers: Vec::new(),
+        // The parser's word for input that stops mid-command.
+        incomplete: reason.contains("end of input"),
     }
 }
 
@@ -272,6 +280,19 @@ approvers = ["sre"]
                 "{line} on {target} for {roles:?}"
             );
         }
+    }
+
+    #[test]
+    fn input_that_stops_mid_command_is_marked_incomplete() {
+        let p = policy(RULES);
+        let eng = vec!["engineer".to_string()];
+        let d = p.check_shell(&eng, "web1", "for x in a b; do");
+        assert_eq!((d.action, d.incomplete), (Action::Deny, true), "{d:?}");
+        let d = p.check_shell(&eng, "web1", "for x in a b; do\necho $x\ndone");
+        assert_eq!(d.action, Action::Allow, "{d:?}");
+        let d = p.check_shell(&eng, "web1", "for x in a b; do\nrm -rf /var\ndone");
+        assert_eq!(d.action, Action::Deny);
+        assert!(!p.check_shell(&eng, "web1", "$X -rf /").incomplete);
     }
 
     #[test]

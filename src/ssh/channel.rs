@@ -378,6 +378,31 @@ impl Session {
         }
     }
 
+    /// Decides about one line a shell reads, together with the unfinished command it continues
+    /// (`relay.buffered`): the shell runs nothing until a command is complete, so a line that
+    /// leaves it unfinished may pass if the line alone is not refused; the command is judged
+    /// whole when its last line arrives.
+    fn decide_line(&self, line: &str, buffered: &mut String) -> Decision {
+        let joined = if buffered.is_empty() {
+            line.to_string()
+        } else {
+            format!("{buffered}\n{line}")
+        };
+        let d = self.decide(&joined);
+        if !d.incomplete {
+            if d.action == Action::Allow {
+                buffered.clear();
+            }
+            return d;
+        }
+        let alone = self.decide(line);
+        if alone.action == Action::Allow || alone.incomplete {
+            *buffered = joined;
+            return Decision::allow();
+        }
+        alone
+    }
+
     fn decide(&self, line: &str) -> Decision {
         let roles = self
             .gw
@@ -448,6 +473,7 @@ impl Session {
                         self.conn.login.user, self.target.name
                     ),
                     approvers: Vec::new(),
+                    incomplete: false,
                 };
                 self.record_command("exec", command, &d).await;
                 self.client.reply(true).await;
@@ -554,6 +580,7 @@ impl Session {
             tracker,
             gate,
             refused: false,
+            buffered: String::new(),
             sftp,
             held_since: None,
             exit: None,
@@ -621,6 +648,9 @@ impl Session {
                 }
                 match relay.tracker.as_mut() {
                     Some(t) => {
+                        if data.contains(&0x03) {
+                            relay.buffered.clear(); // Ctrl-C: the shell drops an unfinished command
+                        }
                         let steps = t.input(&data);
                         self.apply(steps, up, relay).await;
                     }
@@ -792,7 +822,7 @@ impl Session {
         };
         for line in lines {
             let text = String::from_utf8_lossy(&line).into_owned();
-            let d = self.decide(text.trim_end_matches(['\n', '\r']));
+            let d = self.decide_line(text.trim_end_matches(['\n', '\r']), &mut relay.buffered);
             if !text.trim().is_empty() {
                 self.record_command("stdin", text.trim_end(), &d).await;
             }
@@ -866,7 +896,7 @@ impl Session {
                 if line.trim().is_empty() {
                     return Verdict::Allow;
                 }
-                let d = self.decide(&line);
+                let d = self.decide_line(&line, &mut relay.buffered);
                 self.record_command("shell", &line, &d).await;
                 if d.action == Action::Allow {
                     return Verdict::Allow;
@@ -915,6 +945,8 @@ struct Relay {
     gate: Option<LineGate>,
     /// An input line was refused: the exit status the user sees is vigil's.
     refused: bool,
+    /// Lines of an unfinished command the shell holds (see `decide_line`).
+    buffered: String,
     sftp: Option<SftpObserver>,
     held_since: Option<tokio::time::Instant>,
     exit: Option<Exit>,

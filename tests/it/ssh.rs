@@ -361,6 +361,26 @@ fn interactive_shell_blocks_a_typed_line_and_keeps_the_session() {
         Duration::from_secs(20),
     );
     assert!(marker.exists(), "an edited line ran");
+    // A command typed over several lines is judged whole: its lines pass while the shell only
+    // buffers them, and a denied line inside it is refused.
+    let n = t.len();
+    t.send("for x in 1 2; do\r");
+    t.expect_from(n, "> ", Duration::from_secs(20));
+    t.send("echo loop$x\r");
+    std::thread::sleep(Duration::from_millis(300));
+    let n2 = t.len();
+    t.send(&format!("rm -rf {}\r", marker.display()));
+    t.expect_from(
+        n2,
+        "destructive commands are blocked",
+        Duration::from_secs(20),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let n3 = t.len();
+    t.send("done\r");
+    t.expect_from(n3, "loop2", Duration::from_secs(20));
+    assert!(marker.exists(), "a line inside a loop ran");
+    let _ = n;
     t.send("exit 7\r");
     assert_eq!(t.wait(Duration::from_secs(20)), Some(7));
     let sessions = b.sessions();
@@ -597,5 +617,11 @@ fn a_shell_without_a_terminal_has_each_input_line_checked() {
         let (code, stdout, stderr) = feed(args, "echo one\necho two\n".into());
         assert_eq!(code, Some(0), "{args:?}: {stderr}");
         assert_eq!(stdout, "one\ntwo\n");
+        let (code, stdout, stderr) = feed(args, "for i in 1 2; do\n  echo i$i\ndone\n".into());
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
+        assert_eq!(stdout, "i1\ni2\n");
+        let (code, _, _) = feed(args, format!("for i in 1; do\n  rm -rf {m}\ndone\n"));
+        assert_ne!(code, Some(0), "{args:?}: a loop with a denied body ran");
+        assert!(marker.exists());
     }
 }
