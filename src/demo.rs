@@ -16,7 +16,10 @@ use crate::recording::keys::RecipientSecret;
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("sshd is not installed (Debian: apt-get install openssh-server)")]
     NoSshd,
     #[error("sshd did not start: {0}")]
@@ -36,9 +39,14 @@ pub fn write_ssh_key(path: &Path, comment: &str) -> Result<String, DemoError> {
     let seed = crate::recording::keys::random_bytes::<32>();
     let mut key = ssh_key::PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&seed));
     key.set_comment(comment);
-    key.write_openssh_file(path, ssh_key::LineEnding::LF).map_err(|e| DemoError::Key(e.to_string()))?;
-    let public = key.public_key().to_openssh().map_err(|e| DemoError::Key(e.to_string()))?;
-    std::fs::write(path.with_extension("pub"), format!("{public}\n")).map_err(io(format!("writing {}.pub", path.display())))?;
+    key.write_openssh_file(path, ssh_key::LineEnding::LF)
+        .map_err(|e| DemoError::Key(e.to_string()))?;
+    let public = key
+        .public_key()
+        .to_openssh()
+        .map_err(|e| DemoError::Key(e.to_string()))?;
+    std::fs::write(path.with_extension("pub"), format!("{public}\n"))
+        .map_err(io(format!("writing {}.pub", path.display())))?;
     Ok(public)
 }
 
@@ -68,8 +76,11 @@ pub fn find_sshd() -> Option<PathBuf> {
         .map(PathBuf::from)
         .find(|p| p.exists())
         .or_else(|| {
-            std::env::var_os("PATH")
-                .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("sshd")).find(|p| p.exists()))
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join("sshd"))
+                    .find(|p| p.exists())
+            })
         })
 }
 
@@ -90,7 +101,8 @@ impl LocalSshd {
         let host_key_path = dir.join("ssh_host_ed25519_key");
         let host_key = write_ssh_key(&host_key_path, "vigil-demo-target")?;
         let auth = dir.join("authorized_keys");
-        std::fs::write(&auth, format!("{authorized_key}\n")).map_err(io("writing authorized_keys"))?;
+        std::fs::write(&auth, format!("{authorized_key}\n"))
+            .map_err(io("writing authorized_keys"))?;
         let port = free_port()?;
         let config = dir.join("sshd_config");
         let text = format!(
@@ -116,7 +128,12 @@ impl LocalSshd {
             ))
             .spawn()
             .map_err(io(format!("starting {}", sshd.display())))?;
-        let mut me = LocalSshd { port, host_key, user: current_user(), child };
+        let mut me = LocalSshd {
+            port,
+            host_key,
+            user: current_user(),
+            child,
+        };
         let start = Instant::now();
         loop {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -162,7 +179,8 @@ pub struct Demo {
 
 /// Generates everything `vigil demo` needs in `dir`.
 pub fn prepare(dir: &Path, ssh_port: u16) -> Result<Demo, DemoError> {
-    std::fs::create_dir_all(dir.join("state/keys")).map_err(io(format!("creating {}", dir.display())))?;
+    std::fs::create_dir_all(dir.join("state/keys"))
+        .map_err(io(format!("creating {}", dir.display())))?;
     let auditor = RecipientSecret::generate().map_err(|e| DemoError::Key(e.to_string()))?;
     let auditor_key = dir.join("auditor.key");
     std::fs::write(&auditor_key, auditor.to_file_text()).map_err(io("writing auditor.key"))?;
@@ -196,7 +214,15 @@ pub fn prepare(dir: &Path, ssh_port: u16) -> Result<Demo, DemoError> {
     );
     let config = dir.join("vigil.toml");
     std::fs::write(&config, config_text).map_err(io("writing vigil.toml"))?;
-    Ok(Demo { dir: dir.to_path_buf(), config, user_key, auditor_key, ssh_port, sshd, note })
+    Ok(Demo {
+        dir: dir.to_path_buf(),
+        config,
+        user_key,
+        auditor_key,
+        ssh_port,
+        sshd,
+        note,
+    })
 }
 
 fn set_private(p: &Path) {

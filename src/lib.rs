@@ -13,5 +13,5 @@ pub mod forensics;
 pub mod policy;
 pub mod recording;
 pub mod replay;
-pub mod store;
 pub mod ssh;
+pub mod store;

@@ -384,20 +384,27 @@ async fn demo(dir: Option<PathBuf>, port: Option<u16>) -> Result<ExitCode> {
     };
     let demo = vigil::demo::prepare(&dir, port)?;
     let running = vigil::daemon::start(Config::load(&demo.config)?).await?;
-    let me = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "vigil".into());
+    let me = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "vigil".into());
     let store = dir.join("recordings");
     let known = dir.join("known_hosts");
     println!("vigil demo is running; everything is in {}", dir.display());
     println!();
     match &demo.sshd {
         Some(s) => {
-            println!("Log in through the bastion to a local sshd (target `local`, user {}):", s.user);
+            println!(
+                "Log in through the bastion to a local sshd (target `local`, user {}):",
+                s.user
+            );
             println!(
                 "  ssh -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=accept-new -p {port} demo+local@127.0.0.1",
                 demo.user_key.display(),
                 known.display()
             );
-            println!("Try `ls`, then `rm -rf /tmp/nothing`: the bastion blocks it. Exec works too:");
+            println!(
+                "Try `ls`, then `rm -rf /tmp/nothing`: the bastion blocks it. Exec works too:"
+            );
             println!(
                 "  ssh -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=accept-new -p {port} demo+local@127.0.0.1 'sudo rm -fr /'",
                 demo.user_key.display(),
@@ -414,9 +421,16 @@ async fn demo(dir: Option<PathBuf>, port: Option<u16>) -> Result<ExitCode> {
         }
     }
     println!();
-    println!("Then list and replay the recordings (sealed to {}):", demo.auditor_key.display());
+    println!(
+        "Then list and replay the recordings (sealed to {}):",
+        demo.auditor_key.display()
+    );
     println!("  {me} sessions --store {}", store.display());
-    println!("  {me} play <ID> --store {} --key {}", store.display(), demo.auditor_key.display());
+    println!(
+        "  {me} play <ID> --store {} --key {}",
+        store.display(),
+        demo.auditor_key.display()
+    );
     println!();
     println!("Ctrl-C stops the demo.");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

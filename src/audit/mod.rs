@@ -37,7 +37,10 @@ pub struct AuditEvent {
 
 impl AuditEvent {
     pub fn new(action: &str) -> Self {
-        AuditEvent { action: action.to_string(), ..Default::default() }
+        AuditEvent {
+            action: action.to_string(),
+            ..Default::default()
+        }
     }
 }
 
@@ -59,7 +62,9 @@ impl Audit {
             std::fs::create_dir_all(dir)?;
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Audit { file: Some(Mutex::new(file)) })
+        Ok(Audit {
+            file: Some(Mutex::new(file)),
+        })
     }
 
     /// An audit log that only goes to the tracing log.
@@ -68,7 +73,10 @@ impl Audit {
     }
 
     pub fn record(&self, event: AuditEvent) {
-        let line = Line { time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(), event: &event };
+        let line = Line {
+            time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+            event: &event,
+        };
         let mut json = serde_json::to_vec(&line).unwrap_or_default();
         json.push(b'\n');
         tracing::info!(target: "vigil::audit", action = %event.action, user = ?event.user, target_name = ?event.target, detail = ?event.detail, "audit");

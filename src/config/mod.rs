@@ -119,7 +119,13 @@ impl Config {
     }
 
     pub fn audit_log(&self) -> PathBuf {
-        self.resolve(self.file.server.audit_log.as_deref().unwrap_or(Path::new("state/audit.log")))
+        self.resolve(
+            self.file
+                .server
+                .audit_log
+                .as_deref()
+                .unwrap_or(Path::new("state/audit.log")),
+        )
     }
 
     pub fn resolve(&self, p: &Path) -> PathBuf {
@@ -175,7 +181,16 @@ impl Validator {
         };
         self.directory(&file);
         let directory = directory::Directory::from_file(&file, &self.base);
-        Config { base: self.base.clone(), listen, host_key, state, recording, signers, directory, file }
+        Config {
+            base: self.base.clone(),
+            listen,
+            host_key,
+            state,
+            recording,
+            signers,
+            directory,
+            file,
+        }
     }
 
     fn addr(&mut self, path: &str, v: Option<&str>) -> Option<SocketAddr> {

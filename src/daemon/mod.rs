@@ -32,9 +32,15 @@ pub enum DaemonError {
     #[error(transparent)]
     Recording(#[from] RecordError),
     #[error("listening on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("audit log {path}: {source}")]
-    Audit { path: String, source: std::io::Error },
+    Audit {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
 }
@@ -53,11 +59,17 @@ pub struct Gateway {
 impl Gateway {
     /// The current config (a snapshot; a reload replaces it for new decisions).
     pub fn config(&self) -> Arc<Config> {
-        self.config.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.config
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     pub fn policy(&self) -> Arc<Policy> {
-        self.policy.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.policy
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -78,7 +90,10 @@ impl Gateway {
         if let Ok(mut p) = self.policy.write() {
             *p = Arc::new(policy);
         }
-        self.audit.record(AuditEvent { detail: Some("reloaded".into()), ..AuditEvent::new("config.load") });
+        self.audit.record(AuditEvent {
+            detail: Some("reloaded".into()),
+            ..AuditEvent::new("config.load")
+        });
         Ok(())
     }
 }
@@ -95,11 +110,17 @@ pub struct Running {
 pub async fn start(config: Config) -> Result<Running, DaemonError> {
     let settings = config.recording.clone().ok_or(DaemonError::NoRecording)?;
     let signer = Signer::load_or_create_file(&config.host_key)?;
-    let host_key = russh::keys::load_secret_key(&config.host_key, None)
-        .map_err(|e| DaemonError::HostKey { path: config.host_key.display().to_string(), why: e.to_string() })?;
+    let host_key =
+        russh::keys::load_secret_key(&config.host_key, None).map_err(|e| DaemonError::HostKey {
+            path: config.host_key.display().to_string(),
+            why: e.to_string(),
+        })?;
     let recordings = Recordings::start(settings, signer).await?;
     let audit_path = config.audit_log();
-    let audit = Audit::open(&audit_path).map_err(|source| DaemonError::Audit { path: audit_path.display().to_string(), source })?;
+    let audit = Audit::open(&audit_path).map_err(|source| DaemonError::Audit {
+        path: audit_path.display().to_string(),
+        source,
+    })?;
     let policy = Policy::from_config(&config)?;
     let ssh_addr = config.listen.ssh;
     let gateway = Arc::new(Gateway {
@@ -111,18 +132,29 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         tracker: TaskTracker::new(),
         cancel: CancellationToken::new(),
     });
-    gateway.audit.record(AuditEvent { detail: Some("started".into()), ..AuditEvent::new("config.load") });
+    gateway.audit.record(AuditEvent {
+        detail: Some("started".into()),
+        ..AuditEvent::new("config.load")
+    });
     let accept = TaskTracker::new();
     let mut ssh = None;
     if let Some(addr) = ssh_addr {
-        let listener = TcpListener::bind(addr).await.map_err(|source| DaemonError::Listen { addr, source })?;
-        let local = listener.local_addr().map_err(|source| DaemonError::Listen { addr, source })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Listen { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| DaemonError::Listen { addr, source })?;
         ssh = Some(local);
         let server_config = Arc::new(ssh::server::config(host_key));
         accept.spawn(accept_ssh(gateway.clone(), listener, server_config));
         tracing::info!(%local, "ssh listening");
     }
-    Ok(Running { gateway, ssh, accept })
+    Ok(Running {
+        gateway,
+        ssh,
+        accept,
+    })
 }
 
 async fn accept_ssh(gw: Arc<Gateway>, listener: TcpListener, config: Arc<russh::server::Config>) {
@@ -171,7 +203,10 @@ impl Running {
         self.gateway.tracker.close();
         let _ = tokio::time::timeout(grace, self.gateway.tracker.wait()).await;
         self.gateway.recordings.shutdown(grace).await;
-        self.gateway.audit.record(AuditEvent { detail: Some("stopped".into()), ..AuditEvent::new("config.load") });
+        self.gateway.audit.record(AuditEvent {
+            detail: Some("stopped".into()),
+            ..AuditEvent::new("config.load")
+        });
     }
 }
 

@@ -813,9 +813,7 @@ impl Session {
         if relay.refused {
             return None;
         }
-        let Some(gate) = relay.gate.as_mut() else {
-            return None;
-        };
+        let gate = relay.gate.as_mut()?;
         let (lines, unreadable) = match gate.feed(data, eof) {
             Ok(lines) => (lines, None),
             Err(why) => (Vec::new(), Some(why)),

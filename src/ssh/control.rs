@@ -46,7 +46,11 @@ pub async fn run(
 fn whoami(gw: &Gateway, conn: &Connection, eol: &str) -> String {
     let config = gw.config();
     let roles = config.directory.roles_of(&conn.login.user).join(", ");
-    format!("{} (roles: {}){eol}", conn.login.user, if roles.is_empty() { "none" } else { &roles })
+    format!(
+        "{} (roles: {}){eol}",
+        conn.login.user,
+        if roles.is_empty() { "none" } else { &roles }
+    )
 }
 
 fn targets(gw: &Gateway, conn: &Connection, eol: &str) -> String {
@@ -72,7 +76,10 @@ fn menu(gw: &Gateway, conn: &Connection, eol: &str) -> String {
     for t in list {
         match t.protocol {
             crate::config::directory::Protocol::Ssh => {
-                out.push_str(&format!("  {:<16} ssh -p {port} {user}+{}@<bastion>{eol}", t.name, t.name));
+                out.push_str(&format!(
+                    "  {:<16} ssh -p {port} {user}+{}@<bastion>{eol}",
+                    t.name, t.name
+                ));
             }
             crate::config::directory::Protocol::Postgres => {
                 let p = pg.map(|a| a.port()).unwrap_or(5432);

@@ -28,9 +28,18 @@ pub struct Login {
 impl Login {
     pub fn parse(name: &str) -> Login {
         match name.split_once('+') {
-            Some((user, target)) if !target.is_empty() => Login { user: user.to_string(), target: Some(target.to_string()) },
-            Some((user, _)) => Login { user: user.to_string(), target: None },
-            None => Login { user: name.to_string(), target: None },
+            Some((user, target)) if !target.is_empty() => Login {
+                user: user.to_string(),
+                target: Some(target.to_string()),
+            },
+            Some((user, _)) => Login {
+                user: user.to_string(),
+                target: None,
+            },
+            None => Login {
+                user: name.to_string(),
+                target: None,
+            },
         }
     }
 }
@@ -57,7 +66,9 @@ const MAX_DELAY: Duration = Duration::from_secs(30);
 impl Failures {
     pub fn delay(&self, ip: Option<IpAddr>) -> Duration {
         let Some(ip) = ip else { return Duration::ZERO };
-        let Ok(map) = self.by_ip.lock() else { return Duration::ZERO };
+        let Ok(map) = self.by_ip.lock() else {
+            return Duration::ZERO;
+        };
         match map.get(&ip) {
             Some((n, since)) if *n > FREE_FAILURES && since.elapsed() < WINDOW => {
                 let exp = (*n - FREE_FAILURES).min(8);
@@ -68,7 +79,9 @@ impl Failures {
     }
 
     pub fn failed(&self, ip: Option<IpAddr>) {
-        let (Some(ip), Ok(mut map)) = (ip, self.by_ip.lock()) else { return };
+        let (Some(ip), Ok(mut map)) = (ip, self.by_ip.lock()) else {
+            return;
+        };
         let e = map.entry(ip).or_insert((0, Instant::now()));
         if e.1.elapsed() >= WINDOW {
             *e = (0, Instant::now());
@@ -113,7 +126,11 @@ pub struct Handler {
 
 impl Handler {
     pub fn new(gw: Arc<Gateway>, peer: Option<SocketAddr>) -> Self {
-        Handler { gw, peer, conn: None }
+        Handler {
+            gw,
+            peer,
+            conn: None,
+        }
     }
 
     fn ip(&self) -> Option<IpAddr> {
@@ -141,7 +158,11 @@ impl Handler {
 impl server::Handler for Handler {
     type Error = russh::Error;
 
-    async fn auth_publickey_offered(&mut self, user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
         let delay = self.gw.failures.delay(self.ip());
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -150,21 +171,41 @@ impl server::Handler for Handler {
             Ok(Auth::Accept)
         } else {
             self.gw.failures.failed(self.ip());
-            self.audit("auth.failure", &Login::parse(user), Some("public key not authorized for this user".into()));
+            self.audit(
+                "auth.failure",
+                &Login::parse(user),
+                Some("public key not authorized for this user".into()),
+            );
             Ok(Auth::reject())
         }
     }
 
-    async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
         let login = Login::parse(user);
         if !self.known_key(user, key.public_key) {
             self.gw.failures.failed(self.ip());
-            self.audit("auth.failure", &login, Some("public key not authorized for this user".into()));
+            self.audit(
+                "auth.failure",
+                &login,
+                Some("public key not authorized for this user".into()),
+            );
             return Ok(Auth::reject());
         }
         self.gw.failures.succeeded(self.ip());
-        self.audit("auth.success", &login, Some(format!("publickey {}", key.algorithm)));
-        self.conn = Some(Arc::new(Connection { login, peer: self.peer, upstream: AsyncMutex::new(None) }));
+        self.audit(
+            "auth.success",
+            &login,
+            Some(format!("publickey {}", key.algorithm)),
+        );
+        self.conn = Some(Arc::new(Connection {
+            login,
+            peer: self.peer,
+            upstream: AsyncMutex::new(None),
+        }));
         Ok(Auth::Accept)
     }
 
@@ -175,7 +216,9 @@ impl server::Handler for Handler {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let Some(conn) = self.conn.clone() else {
-            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
             return Ok(());
         };
         if self.gw.is_shutting_down() {
@@ -184,7 +227,9 @@ impl server::Handler for Handler {
         }
         reply.accept().await;
         let (gw, handle) = (self.gw.clone(), session.handle());
-        self.gw.tracker.spawn(super::channel::run(gw, conn, channel, handle));
+        self.gw
+            .tracker
+            .spawn(super::channel::run(gw, conn, channel, handle));
         Ok(())
     }
 
@@ -199,7 +244,9 @@ impl server::Handler for Handler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let Some(conn) = self.conn.clone() else {
-            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
             return Ok(());
         };
         let allowed = conn
@@ -210,20 +257,42 @@ impl server::Handler for Handler {
             .is_some_and(|g| g.port_forwarding);
         let dest = format!("{host}:{port}");
         if !allowed {
-            self.audit("forward.refused", &conn.login, Some(format!("direct-tcpip to {dest}")));
-            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            self.audit(
+                "forward.refused",
+                &conn.login,
+                Some(format!("direct-tcpip to {dest}")),
+            );
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
             return Ok(());
         }
         reply.accept().await;
         let origin = format!("{originator}:{originator_port}");
-        self.gw.tracker.spawn(super::channel::forward(self.gw.clone(), conn, channel, host.to_string(), port, origin));
+        self.gw.tracker.spawn(super::channel::forward(
+            self.gw.clone(),
+            conn,
+            channel,
+            host.to_string(),
+            port,
+            origin,
+        ));
         Ok(())
     }
 
-    async fn tcpip_forward(&mut self, address: &str, port: &mut u32, _session: &mut Session) -> Result<bool, Self::Error> {
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
         // Remote forwarding (`ssh -R`) is refused: the listening side would be on the target.
         if let Some(conn) = &self.conn {
-            self.audit("forward.refused", &conn.login, Some(format!("tcpip-forward {address}:{port}")));
+            self.audit(
+                "forward.refused",
+                &conn.login,
+                Some(format!("tcpip-forward {address}:{port}")),
+            );
         }
         Ok(false)
     }

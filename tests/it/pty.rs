@@ -16,7 +16,12 @@ pub struct Pty {
 }
 
 fn winsize(cols: u16, rows: u16) -> libc::winsize {
-    libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 }
+    libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    }
 }
 
 impl Pty {
@@ -24,12 +29,23 @@ impl Pty {
         let (mut master, mut slave) = (0, 0);
         let ws = winsize(cols, rows);
         // SAFETY: openpty writes two descriptors we then own.
-        let rc = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &ws) };
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                &ws,
+            )
+        };
         assert_eq!(rc, 0, "openpty failed");
         // SAFETY: both descriptors were just returned by openpty and are owned here.
-        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
         let stdio = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
-        cmd.stdin(stdio(&slave)).stdout(stdio(&slave)).stderr(stdio(&slave));
+        cmd.stdin(stdio(&slave))
+            .stdout(stdio(&slave))
+            .stderr(stdio(&slave));
         // SAFETY: between fork and exec we only call async-signal-safe functions.
         unsafe {
             use std::os::unix::process::CommandExt;
@@ -54,7 +70,11 @@ impl Pty {
                 sink.lock().unwrap().extend_from_slice(&buf[..n]);
             }
         });
-        Pty { master, child, screen }
+        Pty {
+            master,
+            child,
+            screen,
+        }
     }
 
     pub fn send(&mut self, s: &str) {
@@ -75,7 +95,10 @@ impl Pty {
             if out.get(from..).is_some_and(|o| o.contains(needle)) {
                 return out;
             }
-            assert!(start.elapsed() < timeout, "timed out waiting for {needle:?}; terminal showed:\n{out}");
+            assert!(
+                start.elapsed() < timeout,
+                "timed out waiting for {needle:?}; terminal showed:\n{out}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
