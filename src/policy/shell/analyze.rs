@@ -185,22 +185,29 @@ impl Analyzer<'_> {
         if !self.charge(text.len()) {
             return ControlFlow::Continue(());
         }
-        if let Err(why) = prescan(text) {
-            self.unknown(why);
-            return ControlFlow::Continue(());
-        }
-        let tokens =
-            match brush_parser::uncached_tokenize_str(text, &self.options.tokenizer_options()) {
-                Ok(t) => t,
-                Err(e) => {
-                    self.unknown(format!("the command line does not parse: {e}"));
-                    return ControlFlow::Continue(());
-                }
-            };
+        let tokens = match tokenize(text, &self.options) {
+            Ok(t) => t,
+            Err(why) => {
+                self.unknown(why);
+                return ControlFlow::Continue(());
+            }
+        };
         if let Err(why) = check_tokens(&tokens) {
             self.unknown(why);
             return ControlFlow::Continue(());
         }
+        let tokens = match false_arithmetic(text, &tokens) {
+            Ok(None) => Ok(tokens),
+            Ok(Some(fixed)) => tokenize(&fixed, &self.options),
+            Err(why) => Err(why),
+        };
+        let tokens = match tokens {
+            Ok(t) => t,
+            Err(why) => {
+                self.unknown(why);
+                return ControlFlow::Continue(());
+            }
+        };
         let program =
             match brush_parser::parse_tokens(&tokens, &self.options, &SourceInfo::default()) {
                 Ok(p) => p,
@@ -412,6 +419,9 @@ impl Analyzer<'_> {
                 let (name, value) = self.assignment(a, ctx)?;
                 if in_prefix {
                     self.special_variable(&name, &value, ctx)?;
+                    // Arithmetic later evaluates the value's subscripts (`x='a[$(cmd)]'`,
+                    // then `$((x))`).
+                    self.subscript(&value, ctx)?;
                 } else {
                     // An argument of `export`/`declare`/...: checked by the builtin's handler.
                     let mut parts = vec![Part::Lit {
@@ -682,6 +692,11 @@ impl Analyzer<'_> {
                         if inner.contains(['$', '`']) {
                             self.nested_word(inner, ctx)?;
                         }
+                        if inner.ends_with("@P") {
+                            self.unknown(format!(
+                                "`{slice}` expands a value like a prompt string, running its substitutions"
+                            ));
+                        }
                     }
                     parts.push(Part::Dyn {
                         splits: unquoted || slice.contains('@'),
@@ -762,11 +777,10 @@ impl Analyzer<'_> {
             // The word parser ends `$(` at the first `)`; if a comment inside runs past it,
             // the shell would read further. Check that a `)` after the text closes it.
             let probe = format!("{code}\n)");
-            let closes =
-                brush_parser::uncached_tokenize_str(&probe, &self.options.tokenizer_options())
-                    .ok()
-                    .and_then(|t| t.last().cloned())
-                    .is_some_and(|t| matches!(t, Token::Operator(ref o, _) if o == ")"));
+            let closes = tokenize(&probe, &self.options)
+                .ok()
+                .and_then(|t| t.last().cloned())
+                .is_some_and(|t| matches!(t, Token::Operator(ref o, _) if o == ")"));
             if !closes {
                 self.unknown("a comment hides where a command substitution ends");
             }
@@ -1038,6 +1052,7 @@ fn prescan(text: &str) -> Result<(), String> {
             "the command line has more than {MAX_GROUPS} substitutions"
         ));
     }
+
     let mut digits = 0usize;
     for c in text.chars() {
         if c.is_ascii_digit() {
@@ -1050,6 +1065,22 @@ fn prescan(text: &str) -> Result<(), String> {
         digits = 0;
     }
     Ok(())
+}
+
+/// Tokenises with brush-parser after [`prescan`]; every call goes through here, whatever the
+/// text (a line, a decoded `$'...'` string, an `env -S` string).
+///
+/// brush-parser 0.3.0 makes a here-document tag of the tag word with leading ASCII whitespace
+/// trimmed: a tag word of only `\r` or form feeds (not blanks to the shell) becomes an empty
+/// tag, which at the end of the input "ends" the document forever while the tokenizer
+/// allocates (found by fuzzing). Such text is refused first; vertical tab too, to be safe.
+fn tokenize(text: &str, options: &ParserOptions) -> Result<Vec<Token>, String> {
+    prescan(text)?;
+    if text.contains("<<") && text.contains(['\r', '\u{b}', '\u{c}']) {
+        return Err("a here-document next to a carriage return or form feed".into());
+    }
+    brush_parser::uncached_tokenize_str(text, &options.tokenizer_options())
+        .map_err(|e| format!("the command line does not parse: {e}"))
 }
 
 /// Checks on the token stream before the (backtracking) parser sees it: every `(` has a
@@ -1107,6 +1138,71 @@ fn check_tokens(tokens: &[Token]) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Bash reads `((` as an arithmetic command only when the two parentheses are adjacent and
+/// the `)` that closes the inner one is directly followed by `)`; otherwise the line holds
+/// nested subshells (`((rm -rf /) )`, `( (rm -rf /))`). The grammar ignores that adjacency
+/// and would take both for arithmetic. Yields the text with a newline after the first `(` of
+/// each such pair (the same commands to bash, and no longer arithmetic to the grammar), or
+/// `None` when nothing needs changing.
+fn false_arithmetic(text: &str, tokens: &[Token]) -> Result<Option<String>, String> {
+    let is_op = |t: Option<&Token>, s: &str| matches!(t, Some(Token::Operator(o, _)) if o == s);
+    let loc = |t: Option<&Token>| t.map(|t| t.location().clone());
+    let mut splits: Vec<usize> = Vec::new();
+    let mut k = 0;
+    while k + 1 < tokens.len() {
+        if !(is_op(tokens.get(k), "(") && is_op(tokens.get(k + 1), "(")) {
+            k += 1;
+            continue;
+        }
+        let (Some(first), Some(second)) = (loc(tokens.get(k)), loc(tokens.get(k + 1))) else {
+            break;
+        };
+        // The `)` that closes the second `(`.
+        let mut depth = 0usize;
+        let mut close = None;
+        for (j, t) in tokens.iter().enumerate().skip(k + 1) {
+            if is_op(Some(t), "(") {
+                depth += 1;
+            } else if is_op(Some(t), ")") {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    close = Some(j);
+                    break;
+                }
+            }
+        }
+        let closes_twice = close.is_some_and(|j| {
+            is_op(tokens.get(j + 1), ")")
+                && loc(tokens.get(j)).map(|l| l.end.index)
+                    == loc(tokens.get(j + 1)).map(|l| l.start.index)
+        });
+        if first.end.index != second.start.index || !closes_twice {
+            splits.push(first.end.index);
+        }
+        k += 1;
+    }
+    if splits.is_empty() {
+        return Ok(None);
+    }
+    let mut out = String::with_capacity(text.len() + splits.len());
+    let mut located = 0;
+    for (ci, ch) in text.chars().enumerate() {
+        if splits.contains(&ci) {
+            // The character before must be the `(` of the token.
+            if !out.ends_with('(') {
+                return Err("the command line does not parse: misplaced parentheses".into());
+            }
+            out.push('\n');
+            located += 1;
+        }
+        out.push(ch);
+    }
+    if located != splits.len() {
+        return Err("the command line does not parse: misplaced parentheses".into());
+    }
+    Ok(Some(out))
 }
 
 /// Interactive bash expands `!!`, `!-2`, `!rm`, `^a^b` from its history before parsing; the

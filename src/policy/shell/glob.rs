@@ -67,7 +67,21 @@ impl Tok {
 
 /// Characters tried for every pair, so that wildcards and negated classes find a witness.
 const COMMON: &[char] = &[
-    'a', 'Z', '0', '9', '-', '.', '_', '/', ' ', '~', '=', ',', '\u{1}', '\u{7f}', '\u{e9}',
+    'a',
+    'Z',
+    '0',
+    '9',
+    '-',
+    '.',
+    '_',
+    '/',
+    ' ',
+    '~',
+    '=',
+    ',',
+    '\u{1}',
+    '\u{7f}',
+    '\u{e9}',
     '\u{10ffff}',
 ];
 
@@ -161,6 +175,84 @@ impl Glob {
         self.toks.iter().filter_map(|t| match t {
             Tok::Char(c) => Some(*c),
             _ => None,
+        })
+    }
+
+    /// The literal text before the first wildcard.
+    pub(crate) fn literal_prefix(&self) -> String {
+        self.toks
+            .iter()
+            .map_while(|t| match t {
+                Tok::Char(c) => Some(*c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether every string that starts with `prefix` matches. Answers "yes" only when the
+    /// glob ends with `*` and what comes before that star matches some prefix of `prefix`
+    /// (`/dev/*` and `/dev/sd`); "no" means "not certainly".
+    pub(crate) fn matches_every_extension(&self, prefix: &str) -> bool {
+        let mut end = self.toks.len();
+        while end > 0 && self.toks.get(end - 1) == Some(&Tok::Star) {
+            end -= 1;
+        }
+        let Some(head) = self.toks.get(..end).filter(|_| end < self.toks.len()) else {
+            return false;
+        };
+        // A set-of-states simulation of `head` over `prefix`: linear in both lengths.
+        let close = |states: &mut Vec<bool>| {
+            for i in 0..head.len() {
+                if head.get(i) == Some(&Tok::Star) && states.get(i) == Some(&true) {
+                    if let Some(s) = states.get_mut(i + 1) {
+                        *s = true;
+                    }
+                }
+            }
+        };
+        let mut states = vec![false; head.len() + 1];
+        if let Some(s) = states.first_mut() {
+            *s = true;
+        }
+        close(&mut states);
+        for c in prefix.chars() {
+            if states.last() == Some(&true) {
+                return true;
+            }
+            let mut next = vec![false; head.len() + 1];
+            for (i, tok) in head.iter().enumerate() {
+                if states.get(i) != Some(&true) {
+                    continue;
+                }
+                let target = if *tok == Tok::Star {
+                    i
+                } else if tok.accepts(c, false) {
+                    i + 1
+                } else {
+                    continue;
+                };
+                if let Some(s) = next.get_mut(target) {
+                    *s = true;
+                }
+            }
+            states = next;
+            close(&mut states);
+        }
+        states.last() == Some(&true)
+    }
+
+    /// For a command-line glob (expanded against path names): whether some `/`-separated
+    /// component could expand to `..`, so that the path climbs out of its literal prefix
+    /// (`/tmp/.*` is `/tmp/..` in bash without `globskipdots`). Bash matches `.` and `..`
+    /// only with a component that starts with a literal `.`.
+    pub(crate) fn may_climb(&self) -> bool {
+        self.toks.split(|t| *t == Tok::Char('/')).any(|comp| {
+            comp.first() == Some(&Tok::Char('.'))
+                && comp.iter().any(|t| !matches!(t, Tok::Char(_)))
+                && (Glob {
+                    toks: comp.to_vec(),
+                })
+                .matches("..")
         })
     }
 
@@ -387,5 +479,49 @@ mod tests {
         assert!(Glob::parse("/dev/*").intersects(false, &Glob::prefix("/dev/")));
         assert!(!Glob::parse("/dev/*").intersects(false, &Glob::prefix("/tmp/")));
         assert!(Glob::parse("/").intersects(false, &Glob::prefix("")));
+    }
+
+    #[test]
+    fn every_extension() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("/dev/*", "/dev/", true),
+            ("/dev/*", "/dev/sd", true),
+            ("of=/dev/*", "of=/dev/", true),
+            ("/dev/*", "/dev", false),
+            ("/dev/*", "/de", false),
+            ("/dev/sd?", "/dev/sd", false),
+            ("*", "", true),
+            ("/*", "/", true),
+            ("/*", "", false),
+            ("*/x/*", "a/x/", true),
+            ("a*b*", "ab", true),
+            ("a*b*", "ax", false),
+            ("/dev/[sh]d*", "/dev/sd", true),
+            ("/dev", "/dev", false),
+        ];
+        for (g, prefix, want) in cases {
+            assert_eq!(
+                Glob::parse(g).matches_every_extension(prefix),
+                *want,
+                "{g} ⊇ {prefix}…"
+            );
+        }
+    }
+
+    #[test]
+    fn climbing() {
+        for (g, want) in [
+            ("/tmp/.*", true),
+            ("/tmp/.?", true),
+            ("/tmp/.[.]", true),
+            ("/tmp/.*/x", true),
+            ("/tmp/*", false),
+            ("/tmp/?.", false),
+            ("/tmp/..", false),
+            ("/tmp/.x*", false),
+        ] {
+            assert_eq!(Glob::parse(g).may_climb(), want, "{g}");
+        }
+        assert_eq!(Glob::parse("of=/dev/s*").literal_prefix(), "of=/dev/s");
     }
 }

