@@ -130,7 +130,11 @@
 //!   substitution in command position), is longer than [`MAX_LINE_BYTES`], has more than
 //!   [`MAX_GROUPS`] grouping constructs or substitutions in one string, nests code strings
 //!   more than [`MAX_NESTED_SCRIPTS`] deep or compound commands more than
-//!   [`MAX_COMPOUND_DEPTH`] deep (all checked before the parser, which recurses, runs);
+//!   [`MAX_COMPOUND_DEPTH`] deep (all checked before the parser, which recurses, runs), or
+//!   holds input on which brush-parser 0.3.0 would not finish (found by fuzzing): a word with
+//!   more than four unclosed `(` (its word grammar doubles its work for each), or a
+//!   here-document operator in text that holds a carriage return or form feed (a tag of only
+//!   those loops its tokenizer forever);
 //! * a **command name** is not static: `$X -rf /`, `$(echo rm) -rf /`, `"${cmd}"`, a glob
 //!   (`r*m`, `/bin/r?`), a brace expansion (`{rm,-rf,/}`), an extended glob (`!(cmd)` is a
 //!   negated subshell or a glob depending on bash's `extglob`). A name like `"$DIR/rm"` or

@@ -606,15 +606,13 @@ impl Analyzer<'_> {
         if !self.charge(raw.len()) {
             return ControlFlow::Continue(dynamic());
         }
-        if group_count(raw) > MAX_GROUPS {
-            self.unknown(format!(
-                "a word has more than {MAX_GROUPS} nested substitutions"
-            ));
-            return ControlFlow::Continue(dynamic());
-        }
-        let pieces = match brush_parser::word::parse(raw, &self.options) {
+        let pieces = match parse_word(raw, &self.options) {
             Ok(p) => p,
-            Err(e) => {
+            Err(WordError::Limit(why)) => {
+                self.unknown(why);
+                return ControlFlow::Continue(dynamic());
+            }
+            Err(WordError::Syntax(e)) => {
                 self.unknown(format!("the word `{raw}` does not parse: {e}"));
                 return ControlFlow::Continue(dynamic());
             }
@@ -748,13 +746,7 @@ impl Analyzer<'_> {
         if !self.charge(inner.len()) {
             return ControlFlow::Continue(());
         }
-        if group_count(inner) > MAX_GROUPS {
-            self.unknown(format!(
-                "a word has more than {MAX_GROUPS} nested substitutions"
-            ));
-            return ControlFlow::Continue(());
-        }
-        match brush_parser::word::parse(inner, &self.options) {
+        match parse_word(inner, &self.options) {
             Ok(pieces) => {
                 let mode = PieceMode {
                     in_double_quotes: false,
@@ -763,11 +755,15 @@ impl Analyzer<'_> {
                 let mut parts = Vec::new();
                 self.pieces(&pieces, inner, mode, &mut parts, ctx)
             }
+            Err(WordError::Limit(why)) => {
+                self.unknown(why);
+                ControlFlow::Continue(())
+            }
             Err(_) if inner.contains("$(") || inner.contains('`') => {
                 self.unknown(format!("the expansion `${{{inner}}}` does not parse"));
                 ControlFlow::Continue(())
             }
-            Err(_) => ControlFlow::Continue(()),
+            Err(WordError::Syntax(_)) => ControlFlow::Continue(()),
         }
     }
 
@@ -883,7 +879,7 @@ impl Analyzer<'_> {
                     if tries > MAX_GROUPS || !self.charge(cand.len()) {
                         return None;
                     }
-                    if let Ok(pieces) = brush_parser::word::parse(cand, &self.options) {
+                    if let Ok(pieces) = parse_word(cand, &self.options) {
                         if pieces.len() == 1
                             && pieces.first().is_some_and(|p| p.end_index == cand.len())
                         {
@@ -1065,6 +1061,42 @@ fn prescan(text: &str) -> Result<(), String> {
         digits = 0;
     }
     Ok(())
+}
+
+/// Most `(` in a word that no later `)` closes. brush-parser's word grammar backtracks on
+/// each of them (its arithmetic rules are tried from several alternatives), doubling the work
+/// per parenthesis (found by fuzzing: `${p:i((((...`); balanced nesting costs nothing extra.
+const MAX_UNCLOSED_PARENS: usize = 4;
+
+/// Why a word was not parsed.
+enum WordError {
+    /// Refused before parsing: the parser would recurse or backtrack too much.
+    Limit(String),
+    /// The grammar rejects it.
+    Syntax(String),
+}
+
+/// Parses a word with brush-parser's word grammar; every call goes through here.
+fn parse_word(text: &str, options: &ParserOptions) -> Result<Vec<WordPieceWithSource>, WordError> {
+    if group_count(text) > MAX_GROUPS {
+        return Err(WordError::Limit(format!(
+            "a word has more than {MAX_GROUPS} nested substitutions"
+        )));
+    }
+    let mut open = 0usize;
+    for c in text.chars() {
+        match c {
+            '(' => open += 1,
+            ')' => open = open.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if open > MAX_UNCLOSED_PARENS {
+        return Err(WordError::Limit(format!(
+            "a word has more than {MAX_UNCLOSED_PARENS} unclosed parentheses"
+        )));
+    }
+    brush_parser::word::parse(text, options).map_err(|e| WordError::Syntax(e.to_string()))
 }
 
 /// Tokenises with brush-parser after [`prescan`]; every call goes through here, whatever the

@@ -1177,6 +1177,44 @@ fn here_document_tags_of_carriage_returns_do_not_hang() {
     expect(RM_RF, Kind::Match, &["rm -rf /\r"]);
 }
 
+/// Regression (fuzzing, `shell_rules`): brush-parser's word grammar doubled its work for each
+/// unclosed `(` in an arithmetic context (`${p:i(((...`), so 47 of them never finished.
+#[test]
+fn unclosed_parentheses_in_words_are_cheap() {
+    let m = everything();
+    let fuzzed = " _=\u{fffd}\u{fffd}\u{1}\0\0\0\0\0\0\x000fi\u{1e}${ p:i(((((((((((((((((((((((((((((((((((((((((((((((hL}/";
+    assert_eq!(kind(&survives(&m, fuzzed)), Kind::Unknown);
+    let n = 40;
+    let opens = "(".repeat(n);
+    let closes = ")".repeat(n);
+    for line in [
+        format!("echo ${{p:i{opens}x}}"),
+        format!("echo ${{p:1:{opens}x}}"),
+        format!("echo ${{a[{opens}x]}}"),
+        format!("echo $(({opens}x))"),
+        format!("echo \"${{p:i{opens}x}}\""),
+        format!("echo $(echo {opens}x)"),
+        format!("rm -rf {opens}"),
+        // Balanced overall, but closed in the wrong place.
+        format!("echo ${{p:i{opens}}}{closes}"),
+        format!("echo ${{a[{opens}]}}{closes}"),
+        format!("echo $(({opens}x)){closes}"),
+        format!(
+            "echo ${{p:i{}}}{}",
+            "((((((((".repeat(5),
+            "))))))))".repeat(5)
+        ),
+    ] {
+        assert_ne!(kind(&survives(&m, &line)), Kind::Match, "{line:?}");
+    }
+    // As many words as the substitution limit allows, each with as many unclosed parentheses
+    // as the word limit allows (4), in one line, twice over in nested strings.
+    let word = format!("${{a[{}x]}}", "(".repeat(4));
+    let line = format!("echo {}", [word.as_str(); MAX_GROUPS - 1].join(" "));
+    survives(&m, &line);
+    survives(&m, &format!("eval '{line}'; {line}"));
+}
+
 #[test]
 fn one_megabyte_lines() {
     let m = everything();
