@@ -3,7 +3,10 @@
 //!
 //! Rules apply to a target when their `targets` list names it (or is empty) and to a user when
 //! their `roles` list names one of the user's roles (or is empty). Among the rules whose
-//! patterns match, the highest `priority` wins; at equal priority deny > review > allow. A line
+//! patterns match, the highest `priority` wins; at equal priority deny > review > allow. For
+//! shell lines an allow rule does not carve exceptions out of a deny or review rule that also
+//! matches, whatever their priorities: a shell match says that some command of the line fits
+//! the pattern, which cannot prove the allow covers every command and operand of the line. A line
 //! whose effect a pattern cannot decide (see `shell.rs`) is refused whenever a deny or review
 //! rule could apply to it: policy fails closed.
 
@@ -164,8 +167,16 @@ impl Policy {
             let Some(matcher) = &rule.shell else { continue };
             match matcher.check(line) {
                 shell::Verdict::Match { .. } => {
+                    // An allow rule never outranks a deny or review rule that also matches:
+                    // a match says that *some* command of the line fits the pattern, not that
+                    // the allow covers every command and operand (`rm -rf /tmp/x /`).
                     let better = match best {
                         None => true,
+                        Some(b)
+                            if (b.action == Action::Allow) != (rule.action == Action::Allow) =>
+                        {
+                            rule.action != Action::Allow
+                        }
                         Some(b) => (rule.priority, rule.action) > (b.priority, b.action),
                     };
                     if better {
@@ -185,10 +196,8 @@ impl Policy {
             }
         }
         match (best, unknown) {
-            // An explicit allow only overrides what it outranks.
-            (Some(b), Some((u, reason)))
-                if b.action == Action::Allow && u.priority >= b.priority =>
-            {
+            // An allow match does not answer what the line's undecidable part would run.
+            (Some(b), Some((u, reason))) if b.action == Action::Allow => {
                 refuse_undecidable(u, &reason)
             }
             (Some(b), _) => b.decision(),
@@ -256,8 +265,10 @@ approvers = ["sre"]
             (&eng, "web1", "ls -la", Action::Allow, None),
             (&eng, "web2", "rm -rf /var", Action::Allow, None),
             (&sre, "web1", "rm -rf /var", Action::Allow, None),
+            (&eng, "web1", "rm -rf /tmp/x", Action::Deny, Some("no-rm")),
+            (&eng, "web1", "rm -rf /tmp/x /", Action::Deny, Some("no-rm")),
             (
-                &eng,
+                &sre,
                 "web1",
                 "rm -rf /tmp/x",
                 Action::Allow,
