@@ -403,6 +403,18 @@ impl Session {
         alone
     }
 
+    /// An audit event about this session: who, from where, on which target.
+    fn audit_event(&self, action: &str) -> AuditEvent {
+        AuditEvent {
+            user: Some(self.conn.login.user.clone()),
+            target: Some(self.target.name.clone()),
+            source: self.conn.peer.map(|p| p.to_string()),
+            session: Some(self.recorder.session_id().to_string()),
+            protocol: Some("ssh".into()),
+            ..AuditEvent::new(action)
+        }
+    }
+
     fn decide(&self, line: &str) -> Decision {
         let roles = self
             .gw
@@ -431,15 +443,10 @@ impl Session {
         .await;
         if d.action != Action::Allow {
             self.gw.audit.record(AuditEvent {
-                user: Some(self.conn.login.user.clone()),
-                target: Some(self.target.name.clone()),
-                source: self.conn.peer.map(|p| p.to_string()),
-                session: Some(self.recorder.session_id().to_string()),
-                protocol: Some("ssh".into()),
                 command: Some(text.into()),
                 rule: d.rule.clone(),
                 detail: Some(d.message.clone()),
-                ..AuditEvent::new("command.deny")
+                ..self.audit_event("command.deny")
             });
         }
     }
@@ -498,11 +505,8 @@ impl Session {
             Ok(h) => h,
             Err(e) => {
                 self.gw.audit.record(AuditEvent {
-                    user: Some(self.conn.login.user.clone()),
-                    target: Some(self.target.name.clone()),
-                    session: Some(self.recorder.session_id().to_string()),
                     detail: Some(e.to_string()),
-                    ..AuditEvent::new("upstream.failure")
+                    ..self.audit_event("upstream.failure")
                 });
                 self.client.reply(true).await;
                 self.client.refuse(&e.to_string()).await;
@@ -922,19 +926,14 @@ impl Session {
     }
 
     async fn close(self, reason: &str) {
-        let id = self.recorder.session_id().to_string();
-        if let Err(e) = self.recorder.close(reason).await {
-            tracing::error!(session = %id, error = %e, "closing the recording failed");
-        }
-        self.gw.audit.record(AuditEvent {
-            user: Some(self.conn.login.user.clone()),
-            target: Some(self.target.name.clone()),
-            source: self.conn.peer.map(|p| p.to_string()),
-            session: Some(id),
-            protocol: Some("ssh".into()),
+        let event = AuditEvent {
             detail: Some(reason.to_string()),
-            ..AuditEvent::new("session.end")
-        });
+            ..self.audit_event("session.end")
+        };
+        if let Err(e) = self.recorder.close(reason).await {
+            tracing::error!(session = ?event.session, error = %e, "closing the recording failed");
+        }
+        self.gw.audit.record(event);
     }
 }
 
