@@ -302,17 +302,32 @@ fn audit_refusal(gw: &Gateway, conn: &Connection, target: &str, why: &str) {
     });
 }
 
-/// Whether the channel's program reads shell commands from its input: a shell request, or an
-/// exec of a shell without `-c` (`ssh host bash`, `ssh host sh -s < script`).
+/// Whether the channel's program may read shell commands from its input: a shell request, or
+/// an exec whose command starts a shell anywhere in it (`ssh host bash`, `exec bash`,
+/// `env sh -s`, `sudo -s`, `su`). Over-approximated on purpose: gating the input of a command
+/// that does not read it costs nothing but a check per line.
 fn reads_commands(mode: &Mode) -> bool {
     match mode {
         Mode::Shell => true,
         Mode::Exec(command) => {
-            let mut words = command.split_whitespace();
-            let first = words.next().unwrap_or_default();
-            let name = first.rsplit('/').next().unwrap_or(first);
-            SHELLS.contains(&name)
-                && !words.any(|w| w.starts_with('-') && !w.starts_with("--") && w.contains('c'))
+            let words: Vec<&str> = command
+                .split_whitespace()
+                .map(|w| w.trim_matches(['\'', '"', '(', ')', ';', '&', '|']))
+                .collect();
+            let basename = |w: &str| w.rsplit('/').next().unwrap_or(w).to_string();
+            let starts_shell = words.iter().any(|w| {
+                let name = basename(w);
+                SHELLS.contains(&name.as_str()) || name == "su"
+            });
+            let elevates = words
+                .iter()
+                .any(|w| matches!(basename(w).as_str(), "sudo" | "doas" | "pkexec"))
+                && words.iter().any(|w| {
+                    matches!(*w, "-s" | "-i" | "--shell" | "--login")
+                        || w.starts_with("-s")
+                        || w.starts_with("-i")
+                });
+            starts_shell || elevates
         }
         Mode::Subsystem(_) => false,
     }
@@ -672,7 +687,10 @@ impl Session {
                     }
                 }
             }
-            ChannelMsg::ExtendedData { data, ext } => {
+            // Only for channels whose input is not checked: it must not bypass the checks.
+            ChannelMsg::ExtendedData { data, ext }
+                if relay.tracker.is_none() && relay.gate.is_none() =>
+            {
                 let _ = up.extended_data_bytes(ext, data).await;
             }
             ChannelMsg::Eof => {

@@ -602,7 +602,13 @@ fn a_shell_without_a_terminal_has_each_input_line_checked() {
         )
     };
     let m = marker.display().to_string();
-    for args in [&["-T"][..], &["bash"][..], &["sh", "-s"][..]] {
+    for args in [
+        &["-T"][..],
+        &["bash"][..],
+        &["sh", "-s"][..],
+        &["exec bash"][..],
+        &["env", "bash"][..],
+    ] {
         let (code, stdout, stderr) = feed(args, format!("echo first\nrm -rf {m}\necho never\n"));
         assert_ne!(code, Some(0), "{args:?}: {stdout}");
         assert!(
