@@ -15,7 +15,6 @@ use super::{
     server::Connection,
     sftp::SftpObserver,
     terminal::{LineTracker, Step, Submitted, Verdict, ECHO_WAIT},
-    upstream::{self, UpstreamHandle},
 };
 use crate::{
     audit::AuditEvent,
@@ -466,17 +465,6 @@ impl Session {
         }
     }
 
-    /// The shared connection to the target, opened on first use.
-    async fn upstream(&self) -> Result<Arc<UpstreamHandle>, upstream::UpstreamError> {
-        let mut slot = self.conn.upstream.lock().await;
-        if let Some(h) = slot.as_ref().filter(|h| !h.is_closed()) {
-            return Ok(h.clone());
-        }
-        let h = Arc::new(upstream::connect(&self.target).await?);
-        *slot = Some(h.clone());
-        Ok(h)
-    }
-
     /// Checks, connects and relays; returns why the session ended.
     async fn relay(
         &mut self,
@@ -516,7 +504,7 @@ impl Session {
                 return format!("command denied: {command}");
             }
         }
-        let handle = match self.upstream().await {
+        let handle = match self.conn.upstream(&self.target).await {
             Ok(h) => h,
             Err(e) => {
                 self.gw.audit.record(AuditEvent {
@@ -1029,16 +1017,7 @@ pub async fn forward(
             message: None,
         }))
         .await;
-    let upstream = {
-        let mut slot = conn.upstream.lock().await;
-        match slot.as_ref().filter(|h| !h.is_closed()) {
-            Some(h) => Ok(h.clone()),
-            None => upstream::connect(&target)
-                .await
-                .map(Arc::new)
-                .inspect(|h| *slot = Some(h.clone())),
-        }
-    };
+    let upstream = conn.upstream(&target).await;
     let (mut sent, mut received) = (0u64, 0u64);
     let reason = match upstream {
         Err(e) => e.to_string(),

@@ -52,6 +52,23 @@ pub struct Connection {
     pub upstream: AsyncMutex<Option<Arc<UpstreamHandle>>>,
 }
 
+impl Connection {
+    /// The connection to `target`, opened by the first channel that needs it and shared by the
+    /// connection's other channels while it stays open.
+    pub async fn upstream(
+        &self,
+        target: &crate::config::directory::Target,
+    ) -> Result<Arc<UpstreamHandle>, super::upstream::UpstreamError> {
+        let mut slot = self.upstream.lock().await;
+        if let Some(h) = slot.as_ref().filter(|h| !h.is_closed()) {
+            return Ok(h.clone());
+        }
+        let h = Arc::new(super::upstream::connect(target).await?);
+        *slot = Some(h.clone());
+        Ok(h)
+    }
+}
+
 /// Slows down addresses that keep failing to authenticate (after `FREE_FAILURES` within
 /// `WINDOW`, each further attempt waits twice as long as the last, up to `MAX_DELAY`).
 #[derive(Default)]
