@@ -108,7 +108,7 @@ impl LocalSshd {
         let text = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile none\nUsePAM no\nStrictModes no\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n\
-             AllowTcpForwarding yes\nX11Forwarding no\nMaxStartups 2000:100:2000\nMaxSessions 2000\nSubsystem sftp internal-sftp\nAcceptEnv LANG LC_* TZ VIGIL_*\nLogLevel ERROR\n",
+             AllowTcpForwarding yes\nAllowAgentForwarding yes\nX11Forwarding yes\nX11DisplayOffset 10\nMaxStartups 2000:100:2000\nMaxSessions 2000\nSubsystem sftp internal-sftp\nAcceptEnv LANG LC_* TZ VIGIL_*\nLogLevel ERROR\n",
             host_key_path.display(),
             auth.display()
         );

@@ -32,6 +32,21 @@ const ENV_ALLOWED: &[&str] = &["LANG", "LANGUAGE", "TERM", "TZ", "COLORTERM"];
 /// Exit status reported when vigil refuses a command (as a shell does for "not executable").
 pub const REFUSED_STATUS: u32 = 126;
 
+/// An X11 forwarding request, passed on to the target when the user's role allows it.
+struct X11Request {
+    single_connection: bool,
+    protocol: String,
+    cookie: String,
+    screen: u32,
+}
+
+/// Agent and X11 forwarding requested on this channel (and allowed), to ask of the target.
+#[derive(Default)]
+struct Forwarding {
+    agent: bool,
+    x11: Option<X11Request>,
+}
+
 struct PtyRequest {
     term: String,
     cols: u32,
@@ -109,6 +124,13 @@ pub async fn run(
         .as_deref()
         .and_then(|t| gw.config().directory.target(t).map(|t| t.env.clone()))
         .unwrap_or_default();
+    let early_grants = conn
+        .login
+        .target
+        .as_deref()
+        .and_then(|t| gw.config().directory.grants(&conn.login.user, t))
+        .unwrap_or_default();
+    let mut forwarding = Forwarding::default();
     let mode = loop {
         let Some(msg) = client.channel.wait().await else {
             return;
@@ -160,16 +182,39 @@ pub async fn run(
                 break Mode::Exec(String::from_utf8_lossy(&command).into_owned())
             }
             ChannelMsg::RequestSubsystem { name, .. } => break Mode::Subsystem(name),
+            // russh answers these two from `server::Handler` (the same grant check), only when
+            // the client wants an answer: OpenSSH does not, and a late unasked answer would be
+            // taken as the answer to its next request.
+            ChannelMsg::AgentForward { .. } if early_grants.agent_forwarding => {
+                forwarding.agent = true;
+                conn.allow_reverse(super::server::Reverse::Agent);
+            }
+            ChannelMsg::RequestX11 {
+                single_connection,
+                x11_authentication_protocol,
+                x11_authentication_cookie,
+                x11_screen_number,
+                ..
+            } if early_grants.x11_forwarding => {
+                forwarding.x11 = Some(X11Request {
+                    single_connection,
+                    protocol: x11_authentication_protocol,
+                    cookie: x11_authentication_cookie,
+                    screen: x11_screen_number,
+                });
+                conn.allow_reverse(super::server::Reverse::X11);
+            }
             ChannelMsg::AgentForward { .. } | ChannelMsg::RequestX11 { .. } => {
-                // Agent and X11 forwarding would hand the target a way back to the user's
-                // machine; vigil does not relay them.
+                // Agent and X11 forwarding hand the target a way back to the user's machine:
+                // only for roles that allow it.
                 gw.audit.record(AuditEvent {
                     user: Some(conn.login.user.clone()),
                     target: conn.login.target.clone(),
-                    detail: Some("agent or X11 forwarding request refused".into()),
+                    source: conn.peer.map(|p| p.to_string()),
+                    protocol: Some("ssh".into()),
+                    detail: Some("agent or X11 forwarding request refused (not granted)".into()),
                     ..AuditEvent::new("forward.refused")
                 });
-                client.reply(false).await;
             }
             ChannelMsg::Eof | ChannelMsg::Close => return,
             _ => {}
@@ -279,7 +324,7 @@ pub async fn run(
             })
             .await;
     }
-    let reason = session.relay(mode, pty, env).await;
+    let reason = session.relay(mode, pty, env, forwarding).await;
     session.close(&reason).await;
 }
 
@@ -471,6 +516,7 @@ impl Session {
         mode: Mode,
         pty: Option<PtyRequest>,
         env: Vec<(String, String)>,
+        forwarding: Forwarding,
     ) -> String {
         if let Mode::Exec(command) = &mode {
             // Legacy scp (`scp -O`) runs as a command on the target: it is a file transfer.
@@ -504,7 +550,7 @@ impl Session {
                 return format!("command denied: {command}");
             }
         }
-        let handle = match self.conn.upstream(&self.target).await {
+        let handle = match self.conn.upstream(&self.gw, &self.target).await {
             Ok(h) => h,
             Err(e) => {
                 self.gw.audit.record(AuditEvent {
@@ -547,6 +593,24 @@ impl Session {
         }
         for (k, v) in env {
             let _ = up.set_env(false, k, v).await;
+        }
+        if forwarding.agent {
+            let _ = up.agent_forward(false).await;
+            self.record(Event::Marker("agent forwarding requested".into()))
+                .await;
+        }
+        if let Some(x) = &forwarding.x11 {
+            let _ = up
+                .request_x11(
+                    false,
+                    x.single_connection,
+                    x.protocol.clone(),
+                    x.cookie.clone(),
+                    x.screen,
+                )
+                .await;
+            self.record(Event::Marker("X11 forwarding requested".into()))
+                .await;
         }
         let started = match &mode {
             Mode::Shell => up.request_shell(true).await,
@@ -720,7 +784,8 @@ impl Session {
                 let _ = up.signal(signal).await;
             }
             ChannelMsg::AgentForward { .. } | ChannelMsg::RequestX11 { .. } => {
-                self.client.reply(false).await
+                // Too late once the command runs: the target session is already set up, so
+                // nothing is forwarded (`server::Handler` answered from the grants alone).
             }
             ChannelMsg::RequestPty { .. }
             | ChannelMsg::RequestShell { .. }
@@ -979,78 +1044,4 @@ fn sig_name(s: &Sig) -> String {
         Sig::USR1 => "USR1".into(),
         Sig::Custom(c) => c.clone(),
     }
-}
-
-/// A local port forward (`ssh -L`) for a role that allows it: a direct-tcpip channel to the
-/// target, relayed both ways, recorded with who connected where and the byte counts.
-pub async fn forward(
-    gw: Arc<Gateway>,
-    conn: Arc<Connection>,
-    client: Channel<Msg>,
-    host: String,
-    port: u32,
-    origin: String,
-) {
-    let Some(target_name) = conn.login.target.clone() else {
-        return;
-    };
-    let Some(target) = gw.config().directory.target(&target_name).cloned() else {
-        return;
-    };
-    let dest = format!("{host}:{port}");
-    let meta = SessionMeta {
-        protocol: "ssh".into(),
-        user: conn.login.user.clone(),
-        target: target_name.clone(),
-        client: Some(origin.clone()),
-    };
-    let Ok(recorder) = gw.recordings.begin(meta).await else {
-        let _ = client.close().await;
-        return;
-    };
-    let _ = recorder
-        .record(Event::Command(Command {
-            kind: "forward".into(),
-            text: format!("direct-tcpip {origin} -> {dest}"),
-            decision: Recorded::Allow,
-            rule: None,
-            message: None,
-        }))
-        .await;
-    let upstream = conn.upstream(&target).await;
-    let (mut sent, mut received) = (0u64, 0u64);
-    let reason = match upstream {
-        Err(e) => e.to_string(),
-        Ok(h) => match h
-            .channel_open_direct_tcpip(host.clone(), port, "127.0.0.1", 0)
-            .await
-        {
-            Err(e) => format!("target refused the forward: {e}"),
-            Ok(mut up) => {
-                let mut client = client;
-                loop {
-                    tokio::select! {
-                        m = client.wait() => match m {
-                            Some(ChannelMsg::Data { data }) => { sent += data.len() as u64; let _ = up.data_bytes(data).await; }
-                            Some(ChannelMsg::Eof) => { let _ = up.eof().await; }
-                            Some(ChannelMsg::Close) | None => { let _ = up.close().await; break "client closed the forward".to_string(); }
-                            _ => {}
-                        },
-                        m = up.wait() => match m {
-                            Some(ChannelMsg::Data { data }) => { received += data.len() as u64; let _ = client.data_bytes(data).await; }
-                            Some(ChannelMsg::Eof) => { let _ = client.eof().await; }
-                            Some(ChannelMsg::Close) | None => { let _ = client.close().await; break "target closed the forward".to_string(); }
-                            _ => {}
-                        },
-                    }
-                }
-            }
-        },
-    };
-    let _ = recorder
-        .record(Event::Marker(format!(
-            "forward {dest}: {sent} bytes sent, {received} bytes received"
-        )))
-        .await;
-    let _ = recorder.close(&reason).await;
 }

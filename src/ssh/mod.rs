@@ -4,6 +4,7 @@
 
 pub mod channel;
 pub mod control;
+pub mod forward;
 pub mod server;
 pub mod sftp;
 pub mod terminal;

@@ -5,7 +5,7 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -44,28 +44,98 @@ impl Login {
     }
 }
 
+/// The kinds of channel a target may open back toward the user, each only after the user asked
+/// for it on this connection and a role allows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reverse {
+    /// A connection to a remote forward (`ssh -R`).
+    Tcpip,
+    /// The target using the user's forwarded agent (`ssh -A`).
+    Agent,
+    /// An X11 client on the target (`ssh -X`).
+    X11,
+}
+
 /// What the channels of one SSH connection share.
 pub struct Connection {
     pub login: Login,
     pub peer: Option<SocketAddr>,
     /// The connection to the target, opened by the first channel that needs it.
-    pub upstream: AsyncMutex<Option<Arc<UpstreamHandle>>>,
+    upstream: AsyncMutex<Option<Arc<UpstreamHandle>>>,
+    /// vigil's handle on the user's connection, for channels opened toward the user.
+    client: OnceLock<server::Handle>,
+    /// Reverse channel kinds the user asked for (and a role allowed) on this connection.
+    requested: Mutex<Vec<Reverse>>,
 }
 
 impl Connection {
+    pub fn new(login: Login, peer: Option<SocketAddr>) -> Connection {
+        Connection {
+            login,
+            peer,
+            upstream: AsyncMutex::new(None),
+            client: OnceLock::new(),
+            requested: Mutex::new(Vec::new()),
+        }
+    }
+
     /// The connection to `target`, opened by the first channel that needs it and shared by the
-    /// connection's other channels while it stays open.
+    /// connection's other channels while it stays open. Channels the target opens back go to
+    /// `forward::reverse`, which relays only what the user asked for and a role allows.
     pub async fn upstream(
-        &self,
+        self: &Arc<Self>,
+        gw: &Arc<Gateway>,
         target: &crate::config::directory::Target,
     ) -> Result<Arc<UpstreamHandle>, super::upstream::UpstreamError> {
         let mut slot = self.upstream.lock().await;
         if let Some(h) = slot.as_ref().filter(|h| !h.is_closed()) {
             return Ok(h.clone());
         }
-        let h = Arc::new(super::upstream::connect(target).await?);
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let h = Arc::new(super::upstream::connect(target, Some(tx)).await?);
+        gw.tracker
+            .spawn(super::forward::reverse(gw.clone(), self.clone(), rx));
         *slot = Some(h.clone());
         Ok(h)
+    }
+
+    pub fn set_client(&self, handle: server::Handle) {
+        let _ = self.client.set(handle);
+    }
+
+    pub fn client(&self) -> Option<server::Handle> {
+        self.client.get().cloned()
+    }
+
+    /// Notes that the user asked for reverse channels of `kind` (after the role check).
+    pub fn allow_reverse(&self, kind: Reverse) {
+        if let Ok(mut r) = self.requested.lock() {
+            if !r.contains(&kind) {
+                r.push(kind);
+            }
+        }
+    }
+
+    /// Whether a channel of `kind` from the target may reach the user: asked for on this
+    /// connection, and still granted by the current config.
+    pub fn reverse_allowed(&self, gw: &Gateway, kind: Reverse) -> bool {
+        let asked = self.requested.lock().is_ok_and(|r| r.contains(&kind));
+        let grants = self.grants(gw);
+        asked
+            && match kind {
+                Reverse::Tcpip => grants.port_forwarding,
+                Reverse::Agent => grants.agent_forwarding,
+                Reverse::X11 => grants.x11_forwarding,
+            }
+    }
+
+    /// What the user's roles allow on the login's target (nothing without a target).
+    pub fn grants(&self, gw: &Gateway) -> crate::config::directory::Grants {
+        self.login
+            .target
+            .as_deref()
+            .and_then(|t| gw.config().directory.grants(&self.login.user, t))
+            .unwrap_or_default()
     }
 }
 
@@ -218,11 +288,7 @@ impl server::Handler for Handler {
             &login,
             Some(format!("publickey {}", key.algorithm)),
         );
-        self.conn = Some(Arc::new(Connection {
-            login,
-            peer: self.peer,
-            upstream: AsyncMutex::new(None),
-        }));
+        self.conn = Some(Arc::new(Connection::new(login, self.peer)));
         Ok(Auth::Accept)
     }
 
@@ -242,6 +308,7 @@ impl server::Handler for Handler {
             reply.reject(ChannelOpenFailure::ConnectFailed).await;
             return Ok(());
         }
+        conn.set_client(session.handle());
         reply.accept().await;
         let (gw, handle) = (self.gw.clone(), session.handle());
         self.gw
@@ -258,7 +325,7 @@ impl server::Handler for Handler {
         originator: &str,
         originator_port: u32,
         reply: ChannelOpenHandle,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<(), Self::Error> {
         let Some(conn) = self.conn.clone() else {
             reply
@@ -266,12 +333,8 @@ impl server::Handler for Handler {
                 .await;
             return Ok(());
         };
-        let allowed = conn
-            .login
-            .target
-            .as_deref()
-            .and_then(|t| self.gw.config().directory.grants(&conn.login.user, t))
-            .is_some_and(|g| g.port_forwarding);
+        conn.set_client(session.handle());
+        let allowed = conn.grants(&self.gw).port_forwarding;
         let dest = format!("{host}:{port}");
         if !allowed {
             self.audit(
@@ -286,7 +349,7 @@ impl server::Handler for Handler {
         }
         reply.accept().await;
         let origin = format!("{originator}:{originator_port}");
-        self.gw.tracker.spawn(super::channel::forward(
+        self.gw.tracker.spawn(super::forward::local(
             self.gw.clone(),
             conn,
             channel,
@@ -297,20 +360,117 @@ impl server::Handler for Handler {
         Ok(())
     }
 
+    async fn agent_request(
+        &mut self,
+        _channel: russh::ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        // The channel task (which sees the request too) passes it on to the target.
+        Ok(self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.grants(&self.gw).agent_forwarding))
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: russh::ChannelId,
+        _single_connection: bool,
+        _protocol: &str,
+        _cookie: &str,
+        _screen: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Answered here (russh only answers when the client asked); the channel task passes
+        // the request on to the target.
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.grants(&self.gw).x11_forwarding)
+        {
+            session.channel_success(channel)?;
+        } else {
+            session.channel_failure(channel)?;
+        }
+        Ok(())
+    }
+
     async fn tcpip_forward(
         &mut self,
         address: &str,
         port: &mut u32,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        // Remote forwarding (`ssh -R`) is refused: the listening side would be on the target.
-        if let Some(conn) = &self.conn {
+        // A remote forward (`ssh -R`) listens on the target, for roles that allow it.
+        let Some(conn) = self.conn.clone() else {
+            return Ok(false);
+        };
+        conn.set_client(session.handle());
+        let what = format!("tcpip-forward {address}:{port}");
+        let target = conn
+            .login
+            .target
+            .as_deref()
+            .and_then(|t| self.gw.config().directory.target(t).cloned());
+        let (true, Some(target)) = (conn.grants(&self.gw).port_forwarding, target) else {
             self.audit(
                 "forward.refused",
                 &conn.login,
-                Some(format!("tcpip-forward {address}:{port}")),
+                Some(format!("{what} (remote forwarding not granted)")),
             );
+            return Ok(false);
+        };
+        let upstream = match conn.upstream(&self.gw, &target).await {
+            Ok(h) => h,
+            Err(e) => {
+                self.audit("forward.failure", &conn.login, Some(format!("{what}: {e}")));
+                return Ok(false);
+            }
+        };
+        conn.allow_reverse(Reverse::Tcpip);
+        match upstream.tcpip_forward(address, *port).await {
+            Ok(allocated) => {
+                if *port == 0 {
+                    *port = allocated;
+                }
+                self.audit(
+                    "forward.listen",
+                    &conn.login,
+                    Some(format!("tcpip-forward {address}:{port} on {}", target.name)),
+                );
+                Ok(true)
+            }
+            Err(e) => {
+                self.audit(
+                    "forward.failure",
+                    &conn.login,
+                    Some(format!("{what}: target refused: {e}")),
+                );
+                Ok(false)
+            }
         }
-        Ok(false)
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Some(conn) = self.conn.clone() else {
+            return Ok(false);
+        };
+        let Some(target) = conn
+            .login
+            .target
+            .as_deref()
+            .and_then(|t| self.gw.config().directory.target(t).cloned())
+        else {
+            return Ok(false);
+        };
+        match conn.upstream(&self.gw, &target).await {
+            Ok(h) => Ok(h.cancel_tcpip_forward(address, port).await.is_ok()),
+            Err(_) => Ok(false),
+        }
     }
 }

@@ -3,7 +3,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use russh::{client, keys::PrivateKeyWithHashAlg};
+use russh::{
+    client::{self, Msg},
+    keys::PrivateKeyWithHashAlg,
+    Channel, ChannelOpenFailure,
+};
+use tokio::sync::mpsc;
 
 use crate::config::directory::{normalize_key, Target};
 
@@ -42,11 +47,54 @@ pub enum UpstreamError {
     },
 }
 
-/// Checks the target's host key against the pin and remembers what it saw.
+/// A channel the target opens back toward the user: a connection to a remote forward
+/// (`ssh -R`), the target's use of a forwarded agent (`ssh -A`), or an X11 client (`ssh -X`).
+/// The connection's reverse task (`reverse.rs`) decides and answers `reply`.
+pub enum Inbound {
+    ForwardedTcpip {
+        channel: Channel<Msg>,
+        connected: (String, u32),
+        originator: (String, u32),
+        reply: client::ChannelOpenHandle,
+    },
+    Agent {
+        channel: Channel<Msg>,
+        reply: client::ChannelOpenHandle,
+    },
+    X11 {
+        channel: Channel<Msg>,
+        originator: (String, u32),
+        reply: client::ChannelOpenHandle,
+    },
+}
+
+/// Checks the target's host key against the pin and remembers what it saw; hands channels the
+/// target opens to `inbound` (refused when there is none).
 pub struct PinnedHost {
     target: String,
     expected: String,
     seen: Arc<std::sync::Mutex<Option<String>>>,
+    inbound: Option<mpsc::Sender<Inbound>>,
+}
+
+impl PinnedHost {
+    async fn hand_over(&self, inbound: Inbound) {
+        let refused = match &self.inbound {
+            Some(tx) => match tx.try_send(inbound) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(i) | mpsc::error::TrySendError::Closed(i)) => i,
+            },
+            None => inbound,
+        };
+        let reply = match refused {
+            Inbound::ForwardedTcpip { reply, .. }
+            | Inbound::Agent { reply, .. }
+            | Inbound::X11 { reply, .. } => reply,
+        };
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+    }
 }
 
 impl client::Handler for PinnedHost {
@@ -71,13 +119,78 @@ impl client::Handler for PinnedHost {
         }
         Ok(ok)
     }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        connected_address: &str,
+        connected_port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.hand_over(Inbound::ForwardedTcpip {
+            channel,
+            connected: (connected_address.to_string(), connected_port),
+            originator: (originator_address.to_string(), originator_port),
+            reply,
+        })
+        .await;
+        Ok(())
+    }
+
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.hand_over(Inbound::Agent { channel, reply }).await;
+        Ok(())
+    }
+
+    async fn server_channel_open_x11(
+        &mut self,
+        channel: Channel<Msg>,
+        originator_address: &str,
+        originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.hand_over(Inbound::X11 {
+            channel,
+            originator: (originator_address.to_string(), originator_port),
+            reply,
+        })
+        .await;
+        Ok(())
+    }
+
+    async fn server_channel_open_forwarded_streamlocal(
+        &mut self,
+        _channel: Channel<Msg>,
+        _socket_path: &str,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        // vigil never asks a target for Unix-socket forwards.
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
 }
 
 /// An authenticated connection to a target.
 pub type UpstreamHandle = client::Handle<PinnedHost>;
 
-/// Connects to `target`, checks its host key, and logs in with vigil's own key.
-pub async fn connect(target: &Target) -> Result<UpstreamHandle, UpstreamError> {
+/// Connects to `target`, checks its host key, and logs in with vigil's own key. Channels the
+/// target opens back (remote forwards, agent, X11) go to `inbound`, or are refused without it.
+pub async fn connect(
+    target: &Target,
+    inbound: Option<mpsc::Sender<Inbound>>,
+) -> Result<UpstreamHandle, UpstreamError> {
     let name = target.name.clone();
     let expected = target
         .host_key
@@ -105,6 +218,7 @@ pub async fn connect(target: &Target) -> Result<UpstreamHandle, UpstreamError> {
         target: name.clone(),
         expected: expected.clone(),
         seen: seen.clone(),
+        inbound,
     };
     let address = target.address.clone();
     let connected = tokio::time::timeout(

@@ -27,13 +27,14 @@ impl Bastion {
         Self::start_with("")
     }
 
-    /// A bastion with users alice (engineer: web1, file transfer), bob (contractor: web1) and
-    /// carol (no role); target web1 is a real sshd; `mallory-host` pins the wrong host key.
+    /// A bastion with users alice (engineer: web1, file transfer), bob (contractor: web1),
+    /// carol (no role) and dave (tunneler: web1 with port, agent and X11 forwarding); target
+    /// web1 is a real sshd; `mallory-host` pins the wrong host key.
     pub fn start_with(extra: &str) -> Bastion {
         let env = Env::new();
         let key = |name: &str| demo::write_ssh_key(&env.path(name), name).unwrap();
         std::fs::create_dir_all(env.path("state/keys")).unwrap();
-        let (alice, bob, carol) = (key("alice"), key("bob"), key("carol"));
+        let (alice, bob, carol, dave) = (key("alice"), key("bob"), key("carol"), key("dave"));
         let target_pub = demo::write_ssh_key(&env.path("state/keys/web1"), "vigil").unwrap();
         let wrong_host = key("wrong_host");
         let sshd = demo::LocalSshd::start(&env.path("sshd"), &target_pub).unwrap_or_else(|e| {
@@ -61,6 +62,10 @@ ssh_keys = ["{bob}"]
 [[user]]
 name = "carol"
 ssh_keys = ["{carol}"]
+[[user]]
+name = "dave"
+roles = ["tunneler"]
+ssh_keys = ["{dave}"]
 [[target]]
 name = "web1"
 protocol = "ssh"
@@ -83,6 +88,12 @@ file_transfer = true
 [[role]]
 name = "contractor"
 targets = ["web1"]
+[[role]]
+name = "tunneler"
+targets = ["web1"]
+port_forwarding = true
+agent_forwarding = true
+x11_forwarding = true
 [[rule]]
 name = "shell-destructive"
 targets = ["web1"]
@@ -95,6 +106,7 @@ message = "destructive commands are blocked"
             alice = alice.trim(),
             bob = bob.trim(),
             carol = carol.trim(),
+            dave = dave.trim(),
             addr = sshd.address(),
             user = sshd.user,
             host = sshd.host_key.trim(),
@@ -630,4 +642,211 @@ fn a_shell_without_a_terminal_has_each_input_line_checked() {
         assert_ne!(code, Some(0), "{args:?}: a loop with a denied body ran");
         assert!(marker.exists());
     }
+}
+
+/// A TCP server on the test side that answers each connection's first line with `pong <line>`.
+fn pong_server() -> u16 {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut line = String::new();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            if reader.read_line(&mut line).is_ok() {
+                let _ = (&conn).write_all(format!("pong {line}").as_bytes());
+            }
+        }
+    });
+    port
+}
+
+/// A Python one-liner for the target: connect to 127.0.0.1:PORT, send `ping`, print the answer.
+fn ping_script(port: u16) -> String {
+    format!(
+        "python3 -c \"import socket; s=socket.create_connection(('127.0.0.1', {port})); s.sendall(b'ping\\n'); print(s.makefile().readline().strip())\""
+    )
+}
+
+#[test]
+fn local_and_remote_forwarding_follow_the_role() {
+    let b = Bastion::start();
+    // Local (-W, a direct-tcpip channel): allowed for dave, it reaches the target's sshd.
+    let mut c = b.ssh("dave", "dave+web1");
+    c.args(["-W", &b.sshd.address()]);
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut banner,
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(banner.starts_with("SSH-2.0-OpenSSH"), "{banner:?}");
+
+    // Remote (-R): a program on the target connects to the forwarded port and reaches a
+    // server on the user's side.
+    let pong = pong_server();
+    let remote = crate::harness::free_port();
+    let (code, stdout, stderr) = run(b.ssh("dave", "dave+web1").args([
+        "-o",
+        "ExitOnForwardFailure=yes",
+        "-R",
+        &format!("127.0.0.1:{remote}:127.0.0.1:{pong}"),
+        &ping_script(remote),
+    ]));
+    assert_eq!((code, stdout.trim()), (0, "pong ping"), "{stderr}");
+    assert!(b.audit().contains("forward.listen"), "{}", b.audit());
+    assert!(b.audit().contains("forward.open"));
+
+    // alice's role does not allow remote forwarding: the request fails, nothing listens.
+    let (code, _, stderr) = run(b.ssh("alice", "alice+web1").args([
+        "-o",
+        "ExitOnForwardFailure=yes",
+        "-R",
+        &format!("127.0.0.1:{remote}:127.0.0.1:{pong}"),
+        "true",
+    ]));
+    assert_ne!(code, 0);
+    assert!(stderr.contains("forwarding failed"), "{stderr}");
+    assert!(b.audit().contains("remote forwarding not granted"));
+
+    // Each forwarded connection is a recording with who connected where and the byte counts.
+    let sessions = b.sessions();
+    let forwards: Vec<_> = sessions
+        .iter()
+        .filter(|s| s["user"] == "dave")
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    let texts: Vec<String> = forwards
+        .iter()
+        .map(|id| b.vigil(&["export", id, "--format", "json"]).1)
+        .collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("forwarded-tcpip") && t.contains("5 bytes from the target")),
+        "{texts:#?}"
+    );
+    assert!(texts.iter().any(|t| t.contains("direct-tcpip")));
+}
+
+#[test]
+fn agent_forwarding_follows_the_role() {
+    let b = Bastion::start();
+    let sock = b.env.path("agent.sock");
+    struct Agent(std::process::Child);
+    impl Drop for Agent {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _agent = Agent(
+        Command::new("ssh-agent")
+            .args(["-D", "-a"])
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh-agent (apt-get install openssh-client)"),
+    );
+    crate::harness::wait_until("ssh-agent socket", Duration::from_secs(10), || {
+        sock.exists()
+    });
+    let (code, _, err) = run(Command::new("ssh-add")
+        .env("SSH_AUTH_SOCK", &sock)
+        .arg(b.env.path("bob")));
+    assert_eq!(code, 0, "{err}");
+    let bob_pub = std::fs::read_to_string(b.env.path("bob.pub")).unwrap();
+    let bob_blob = bob_pub.split_whitespace().nth(1).unwrap().to_string();
+
+    // dave may forward his agent: the target can list its keys (and nothing else reaches it).
+    let (code, out, err) = run(b
+        .ssh("dave", "dave+web1")
+        .env("SSH_AUTH_SOCK", &sock)
+        .args(["-A", "ssh-add -L"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&bob_blob), "{out}");
+
+    // alice may not: the target sees no agent.
+    let (code, out, err) = run(b
+        .ssh("alice", "alice+web1")
+        .env("SSH_AUTH_SOCK", &sock)
+        .args(["-A", "ssh-add -L; echo SOCK=$SSH_AUTH_SOCK"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains(&bob_blob), "{out}");
+    assert!(
+        out.contains("SOCK=\n") || out.trim_end().ends_with("SOCK="),
+        "{out}"
+    );
+    assert!(b
+        .audit()
+        .contains("agent or X11 forwarding request refused"));
+}
+
+#[test]
+fn x11_forwarding_follows_the_role() {
+    use std::io::Read;
+    let b = Bastion::start();
+    // A stand-in X server on the user's side: display :N is TCP port 6000+N. It records the
+    // first bytes of each connection (an X11 connection setup).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    assert!(port > 6000, "cannot map port {port} to a display");
+    let display = format!("127.0.0.1:{}", port - 6000);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 12];
+            if conn.read_exact(&mut buf).is_ok() {
+                let _ = tx.send(buf.to_vec());
+            }
+        }
+    });
+    // On the target: read the forwarded display and its cookie, and send an X11 setup request
+    // (byte order, version 11.0, MIT-MAGIC-COOKIE-1) as an X client would.
+    let client = r#"python3 -c "
+import os, socket, struct, subprocess
+d = os.environ['DISPLAY']
+host, num = d.rsplit(':', 1)
+num = int(num.split('.')[0])
+cookie = subprocess.run(['xauth', 'list', d], capture_output=True, text=True).stdout.split()[-1]
+name = b'MIT-MAGIC-COOKIE-1'
+data = bytes.fromhex(cookie)
+pad = lambda b: b + bytes((4 - len(b) % 4) % 4)
+msg = struct.pack('<cxHHHHxx', b'l', 11, 0, len(name), len(data)) + pad(name) + pad(data)
+s = socket.create_connection(('127.0.0.1', 6000 + num))
+s.sendall(msg)
+s.settimeout(5)
+try:
+    s.recv(1)
+except Exception:
+    pass
+print('display', d)
+""#;
+    let (code, out, err) = run(b
+        .ssh("dave", "dave+web1")
+        .env("DISPLAY", &display)
+        .args(["-Y", client]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("display localhost:1"), "{out}{err}");
+    let setup = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("no X11 connection reached the user's display");
+    assert_eq!(&setup[..4], &[b'l', 0, 11, 0], "{setup:?}");
+
+    // alice's role does not allow X11: the target gets no display.
+    let (code, out, _) = run(b
+        .ssh("alice", "alice+web1")
+        .env("DISPLAY", &display)
+        .args(["-Y", "echo DISPLAY=$DISPLAY"]));
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "DISPLAY=");
 }
