@@ -77,7 +77,7 @@ pub async fn reverse(
         let (gw, conn) = (gw.clone(), conn.clone());
         gw.tracker.clone().spawn(async move {
             let Some(user) = conn.client() else {
-                reject(i).await;
+                i.reject().await;
                 return;
             };
             let (kind, what) = match &i {
@@ -105,7 +105,7 @@ pub async fn reverse(
                     "forward.refused",
                     &format!("{what}: not requested or not granted"),
                 );
-                reject(i).await;
+                i.reject().await;
                 return;
             }
             let opened = match &i {
@@ -150,17 +150,6 @@ pub async fn reverse(
             }
         });
     }
-}
-
-async fn reject(i: Inbound) {
-    let reply = match i {
-        Inbound::ForwardedTcpip { reply, .. }
-        | Inbound::Agent { reply, .. }
-        | Inbound::X11 { reply, .. } => reply,
-    };
-    reply
-        .reject(ChannelOpenFailure::AdministrativelyProhibited)
-        .await;
 }
 
 fn audit(gw: &Gateway, conn: &Connection, action: &str, detail: &str) {

@@ -77,6 +77,20 @@ pub struct PinnedHost {
     inbound: Option<mpsc::Sender<Inbound>>,
 }
 
+impl Inbound {
+    /// Refuses the channel (the target sees "administratively prohibited").
+    pub async fn reject(self) {
+        let reply = match self {
+            Inbound::ForwardedTcpip { reply, .. }
+            | Inbound::Agent { reply, .. }
+            | Inbound::X11 { reply, .. } => reply,
+        };
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+    }
+}
+
 impl PinnedHost {
     async fn hand_over(&self, inbound: Inbound) {
         let refused = match &self.inbound {
@@ -86,14 +100,7 @@ impl PinnedHost {
             },
             None => inbound,
         };
-        let reply = match refused {
-            Inbound::ForwardedTcpip { reply, .. }
-            | Inbound::Agent { reply, .. }
-            | Inbound::X11 { reply, .. } => reply,
-        };
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        refused.reject().await;
     }
 }
 
