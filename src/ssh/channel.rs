@@ -221,6 +221,34 @@ pub async fn run(
         }
     };
 
+    // A shell with a terminal and no target: the menu, then the picked target as if the user
+    // had logged in as USER+TARGET.
+    let conn = match (&conn.login.target, &mode, pty.as_mut()) {
+        (None, Mode::Shell, Some(p)) => {
+            client.reply(true).await;
+            let mut size = (p.cols, p.rows, p.px, p.py);
+            let picked = super::control::pick(&gw, &conn, &mut client.channel, &mut size).await;
+            (p.cols, p.rows, p.px, p.py) = size;
+            match picked {
+                super::control::Picked::Target(t) => {
+                    let login = super::server::Login {
+                        user: conn.login.user.clone(),
+                        target: Some(t),
+                    };
+                    let picked = Arc::new(Connection::new(login, conn.peer));
+                    picked.set_client(client.handle.clone());
+                    picked
+                }
+                super::control::Picked::Quit => {
+                    let _ = client.channel.exit_status(0).await;
+                    let _ = client.channel.eof().await;
+                    let _ = client.channel.close().await;
+                    return;
+                }
+            }
+        }
+        _ => conn,
+    };
     let Some(target_name) = conn.login.target.clone() else {
         client.reply(true).await;
         super::control::run(

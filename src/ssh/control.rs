@@ -1,12 +1,13 @@
-//! vigil's own commands, for a login without a target (`ssh alice@bastion`): a shell shows the
-//! user's targets; exec runs `whoami` or `targets`.
+//! vigil's own commands, for a login without a target (`ssh alice@bastion`): a shell with a
+//! terminal shows the user's targets as a menu and connects to the one picked (`pick`); exec
+//! runs `whoami` or `targets`.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use russh::{
     server::{self, Msg},
-    Channel,
+    Channel, ChannelMsg,
 };
 
 use super::server::Connection;
@@ -41,6 +42,114 @@ pub async fn run(
     let _ = channel.exit_status(status).await;
     let _ = channel.eof().await;
     let _ = channel.close().await;
+}
+
+/// What the menu asks of the channel task after the user picked.
+pub enum Picked {
+    /// Connect this channel to the named ssh target.
+    Target(String),
+    /// The user left the menu (q, Ctrl-C, Ctrl-D) or the channel closed.
+    Quit,
+}
+
+/// The interactive menu of a shell with a terminal: numbered ssh targets, a line editor (vigil is
+/// the terminal's only peer here, so it echoes), a number or a name + Enter picks. Window changes
+/// while the menu shows are kept in `size`.
+pub async fn pick(
+    gw: &Arc<Gateway>,
+    conn: &Connection,
+    channel: &mut Channel<Msg>,
+    size: &mut (u32, u32, u32, u32),
+) -> Picked {
+    let eol = "\r\n";
+    let ssh_targets: Vec<String> = gw
+        .config()
+        .directory
+        .targets_of(&conn.login.user)
+        .iter()
+        .filter(|t| t.protocol == crate::config::directory::Protocol::Ssh)
+        .map(|t| t.name.clone())
+        .collect();
+    let mut text = menu(gw, conn, eol);
+    if ssh_targets.is_empty() {
+        let _ = channel.data_bytes(Bytes::from(text)).await;
+        return Picked::Quit;
+    }
+    text.push_str(eol);
+    for (i, t) in ssh_targets.iter().enumerate() {
+        text.push_str(&format!("  [{}] {t}{eol}", i + 1));
+    }
+    let prompt = "vigil: connect to (number or name, q to quit): ";
+    text.push_str(&format!("{eol}{prompt}"));
+    if channel.data_bytes(Bytes::from(text)).await.is_err() {
+        return Picked::Quit;
+    }
+    let mut line = String::new();
+    while let Some(msg) = channel.wait().await {
+        let data = match msg {
+            ChannelMsg::Data { data } => data,
+            ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+            } => {
+                *size = (col_width, row_height, pix_width, pix_height);
+                continue;
+            }
+            ChannelMsg::Eof | ChannelMsg::Close => return Picked::Quit,
+            _ => continue,
+        };
+        let mut echo = Vec::new();
+        for &b in data.iter() {
+            match b {
+                // Ctrl-C, Ctrl-D
+                0x03 | 0x04 => return Picked::Quit,
+                b'\r' | b'\n' => {
+                    let choice = line.trim().to_string();
+                    line.clear();
+                    echo.extend_from_slice(eol.as_bytes());
+                    let picked = choice
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|n| n.checked_sub(1))
+                        .and_then(|i| ssh_targets.get(i).cloned())
+                        .or_else(|| ssh_targets.iter().find(|t| **t == choice).cloned());
+                    match (choice.as_str(), picked) {
+                        ("q" | "quit" | "exit", _) => {
+                            let _ = channel.data_bytes(Bytes::from(echo)).await;
+                            return Picked::Quit;
+                        }
+                        (_, Some(t)) => {
+                            echo.extend_from_slice(
+                                format!("vigil: connecting to {t}{eol}").as_bytes(),
+                            );
+                            let _ = channel.data_bytes(Bytes::from(echo)).await;
+                            return Picked::Target(t);
+                        }
+                        ("", None) => echo.extend_from_slice(prompt.as_bytes()),
+                        (_, None) => echo.extend_from_slice(
+                            format!("vigil: no target `{choice}` in your list{eol}{prompt}")
+                                .as_bytes(),
+                        ),
+                    }
+                }
+                // Backspace / DEL
+                0x08 | 0x7f if line.pop().is_some() => {
+                    echo.extend_from_slice(b"\x08 \x08");
+                }
+                b if (0x20..0x7f).contains(&b) && line.len() < 256 => {
+                    line.push(char::from(b));
+                    echo.push(b);
+                }
+                _ => {}
+            }
+        }
+        if !echo.is_empty() && channel.data_bytes(Bytes::from(echo)).await.is_err() {
+            return Picked::Quit;
+        }
+    }
+    Picked::Quit
 }
 
 fn whoami(gw: &Gateway, conn: &Connection, eol: &str) -> String {

@@ -434,6 +434,75 @@ fn control_commands_without_a_target() {
     assert!(stdout.contains("web1"), "{stdout}");
     let (code, _, _) = run(b.ssh("alice", "alice").arg("frobnicate"));
     assert_ne!(code, 0);
+
+    // A shell with a terminal: the menu, a wrong pick, then a target by number; the session is
+    // the same as `alice+web1` (policy and all).
+    let mut cmd = b.ssh("alice", "alice");
+    cmd.arg("-tt").env("TERM", "xterm");
+    let mut t = Pty::spawn(cmd, 100, 30);
+    t.expect("connect to (number or name");
+    let listed = t.output();
+    assert!(listed.contains("[2] web1"), "{listed}");
+    let n = t.len();
+    t.send("nope\r");
+    t.expect_from(n, "no target `nope`", Duration::from_secs(10));
+    let n = t.len();
+    t.send("2\r");
+    t.expect_from(n, "connecting to web1", Duration::from_secs(10));
+    t.expect("\x1b[?2004h");
+    t.send("export PS1='menu''-test$ '\r");
+    t.expect("menu-test$ ");
+    let n = t.len();
+    t.send("echo picked-$((6*7))\r");
+    t.expect_from(n, "picked-42", Duration::from_secs(20));
+    let n = t.len();
+    t.send("rm -rf /tmp/nothing-here\r");
+    t.expect_from(
+        n,
+        "destructive commands are blocked",
+        Duration::from_secs(20),
+    );
+    t.send("exit\r");
+    assert_eq!(t.wait(Duration::from_secs(20)), Some(0));
+    let sessions = b.sessions();
+    assert!(sessions
+        .iter()
+        .any(|s| s["user"] == "alice" && s["target"] == "web1"));
+
+    // Leaving the menu ends the connection cleanly.
+    let mut cmd = b.ssh("alice", "alice");
+    cmd.arg("-tt").env("TERM", "xterm");
+    let mut t = Pty::spawn(cmd, 100, 30);
+    t.expect("connect to (number or name");
+    t.send("q\r");
+    assert_eq!(t.wait(Duration::from_secs(20)), Some(0));
+}
+
+#[test]
+fn a_command_killed_by_a_signal_reports_it_as_a_direct_login_does() {
+    let b = Bastion::start();
+    // Direct to sshd with the target key, and through vigil: the same exit status.
+    let direct = || {
+        let mut c = Command::new("ssh");
+        c.args(b.ssh_options("state/keys/web1")).args([
+            "-p",
+            &b.sshd.port.to_string(),
+            &format!("{}@127.0.0.1", b.sshd.user),
+            "kill -TERM $$",
+        ]);
+        run(&mut c)
+    };
+    let (direct_code, _, direct_err) = direct();
+    let (code, _, err) = run(b.ssh("alice", "alice+web1").arg("kill -TERM $$"));
+    assert_eq!(code, direct_code, "direct: {direct_err} vigil: {err}");
+    assert_ne!(code, 0);
+    // The recording ends with the signal.
+    let id = b.sessions().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, json, _) = b.vigil(&["export", &id, "--format", "json"]);
+    assert!(json.contains("TERM"), "{json}");
 }
 
 #[test]
