@@ -44,6 +44,11 @@ pub struct ServerFile {
     pub tls_key: Option<PathBuf>,
     /// The audit log (JSON lines); default `state/audit.log`.
     pub audit_log: Option<PathBuf>,
+    /// Postgres: refuse clients that do not ask for TLS (needs tls_cert and tls_key).
+    #[serde(default)]
+    pub require_tls: bool,
+    /// Postgres: the largest message accepted from a client or target, e.g. "16MiB".
+    pub max_message_size: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -62,6 +67,8 @@ pub struct RecordingFile {
     #[serde(default)]
     pub signers: Vec<String>,
     pub s3: Option<S3Settings>,
+    /// Postgres: result rows recorded per statement (the client gets them all); default 1000.
+    pub max_rows: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -92,6 +99,10 @@ pub struct TargetFile {
     /// SSH: what to do with an interactive line vigil cannot reconstruct: "refuse" (default)
     /// or "allow".
     pub on_unknown_line: Option<String>,
+    /// Postgres: TLS to the target: "disable" (default), "require" or "verify-full".
+    pub tls: Option<String>,
+    /// Postgres: the CA certificates (PEM) for tls = "verify-full"; the system's by default.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

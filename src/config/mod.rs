@@ -180,6 +180,7 @@ impl Validator {
             None => (None, Vec::new()),
         };
         self.directory(&file);
+        self.postgres_server(&file);
         let directory = directory::Directory::from_file(&file, &self.base);
         Config {
             base: self.base.clone(),
@@ -190,6 +191,26 @@ impl Validator {
             signers,
             directory,
             file,
+        }
+    }
+
+    /// The Postgres front end's own settings: TLS for clients, message size limit.
+    fn postgres_server(&mut self, file: &FileConfig) {
+        let s = &file.server;
+        if s.tls_cert.is_some() != s.tls_key.is_some() {
+            self.bad("server.tls_cert", "tls_cert and tls_key go together");
+        }
+        if s.require_tls && s.tls_cert.is_none() {
+            self.bad("server.require_tls", "needs server.tls_cert and server.tls_key");
+        }
+        if let Some(m) = &s.max_message_size {
+            match parse_size(m) {
+                Some(n) if (1024..=1 << 30).contains(&n) => {}
+                _ => self.bad(
+                    "server.max_message_size",
+                    format!("`{m}`: expected a size between 1KiB and 1GiB, e.g. \"16MiB\""),
+                ),
+            }
         }
     }
 
@@ -374,6 +395,14 @@ impl Validator {
                     format!("{p}.protocol"),
                     format!("`{other}`: expected \"ssh\" or \"postgres\""),
                 ),
+            }
+            if let Some(tls) = &t.tls {
+                if !matches!(tls.as_str(), "disable" | "require" | "verify-full") {
+                    self.bad(
+                        format!("{p}.tls"),
+                        format!("`{tls}`: expected disable, require or verify-full"),
+                    );
+                }
             }
             if t.address
                 .rsplit_once(':')
