@@ -640,14 +640,21 @@ mod tests {
     }
 
     #[test]
-    fn verifier_matches_a_known_postgres_value() {
-        // From PostgreSQL 15: SET password_encryption = 'scram-sha-256'; CREATE ROLE ... PASSWORD
-        // 'pw' with the salt fixed to 16 zero bytes is what the same arithmetic gives; this pins
-        // our PBKDF2/HMAC composition against postgres-protocol's independent implementation.
-        let ours = Verifier::from_password(b"pw", &[0u8; 16], 4096).unwrap();
-        let parsed = Verifier::parse(&ours.to_postgres()).unwrap();
-        assert_eq!(ours, parsed);
-        exchange(Some(&parsed), b"pw", ChannelBinding::unsupported()).unwrap();
+    fn verifier_made_by_postgresql_authenticates() {
+        // `CREATE ROLE fixture PASSWORD 'pw'` in PostgreSQL 15.18 with password_encryption =
+        // scram-sha-256; `SELECT rolpassword FROM pg_authid WHERE rolname = 'fixture'`.
+        const PG15: &str = "SCRAM-SHA-256$4096:sjtSmcV71IVViqjp5/VVBg==$\
+            W2LitgvnpkGUtCao1ObKvgc3652E1Pz+eoOqoMLRM9w=:S4IFnUkg7u89lK44C7F5JhPdChuhD6lhz8wKoijmHl4=";
+        let v = Verifier::parse(PG15).unwrap();
+        assert_eq!(v.to_postgres(), PG15);
+        // Our derivation from the same salt gives PostgreSQL's keys.
+        let salt = B64.decode("sjtSmcV71IVViqjp5/VVBg==").unwrap();
+        assert_eq!(Verifier::from_password(b"pw", &salt, 4096).unwrap(), v);
+        exchange(Some(&v), b"pw", ChannelBinding::unsupported()).unwrap();
+        assert_eq!(
+            exchange(Some(&v), b"pw ", ChannelBinding::unsupported()),
+            Err(ScramError::BadProof)
+        );
     }
 
     #[test]

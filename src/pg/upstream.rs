@@ -192,6 +192,18 @@ pub struct Upstream {
     /// Bytes read after the first ReadyForQuery.
     pub read_buf: BytesMut,
     pub tls: bool,
+    /// How the server authenticated vigil (for the session's audit trail).
+    pub auth: AuthMethod,
+}
+
+/// The method a server used to authenticate vigil.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// No password asked (`trust`, or `peer`-like methods that need no exchange).
+    None,
+    Cleartext,
+    Md5,
+    ScramSha256,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -201,6 +213,7 @@ impl std::fmt::Debug for Upstream {
             .field("backend_key", &self.backend_key)
             .field("read_buf", &self.read_buf.len())
             .field("tls", &self.tls)
+            .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
 }
@@ -234,7 +247,7 @@ pub async fn connect(settings: &UpstreamSettings) -> Result<Upstream, UpstreamEr
             )?)
             .await?;
         let mut buf = BytesMut::new();
-        authenticate(settings, &mut stream, &mut buf).await?;
+        let auth = authenticate(settings, &mut stream, &mut buf).await?;
         let (params, backend_key) = session_start(settings, &mut stream, &mut buf).await?;
         Ok(Upstream {
             stream,
@@ -242,6 +255,7 @@ pub async fn connect(settings: &UpstreamSettings) -> Result<Upstream, UpstreamEr
             backend_key,
             read_buf: buf,
             tls,
+            auth,
         })
     })
     .await
@@ -352,7 +366,7 @@ async fn authenticate(
     settings: &UpstreamSettings,
     stream: &mut UpstreamStream,
     buf: &mut BytesMut,
-) -> Result<(), UpstreamError> {
+) -> Result<AuthMethod, UpstreamError> {
     const PHASE: &str = "authentication";
     let password = || {
         settings
@@ -361,16 +375,19 @@ async fn authenticate(
             .map(|p| p.expose().as_bytes())
             .ok_or(UpstreamError::NoPassword)
     };
+    let mut method = AuthMethod::None;
     loop {
         match read(settings, stream, buf, PHASE).await? {
             Backend::Authentication { auth, .. } => match auth {
-                Authentication::Ok => return Ok(()),
+                Authentication::Ok => return Ok(method),
                 Authentication::CleartextPassword => {
+                    method = AuthMethod::Cleartext;
                     stream
                         .write_all(&frontend::password_message(password()?)?)
                         .await?;
                 }
                 Authentication::Md5Password { salt } => {
+                    method = AuthMethod::Md5;
                     let hash = md5_hash(settings.user.as_bytes(), password()?, salt);
                     stream
                         .write_all(&frontend::password_message(hash.as_bytes())?)
@@ -380,6 +397,7 @@ async fn authenticate(
                     if !mechanisms.iter().any(|m| m == SCRAM_SHA_256) {
                         return Err(UpstreamError::UnsupportedSasl(mechanisms));
                     }
+                    method = AuthMethod::ScramSha256;
                     scram(settings, stream, buf, password()?).await?;
                 }
                 Authentication::SaslContinue { .. } | Authentication::SaslFinal { .. } => {
