@@ -3,6 +3,8 @@
 mod cli;
 mod golden;
 mod harness;
+mod pg_upstream;
+mod pgserver;
 mod pty;
 mod recording;
 mod ssh;
