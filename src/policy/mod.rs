@@ -9,8 +9,18 @@
 //! the pattern, which cannot prove the allow covers every command and operand of the line. A line
 //! whose effect a pattern cannot decide (see `shell.rs`) is refused whenever a deny or review
 //! rule could apply to it: policy fails closed.
+//!
+//! SQL is decided per operation (one action on one relation, see `sql.rs`): among the rules
+//! whose patterns match an operation the highest priority wins, at equal priority deny, then
+//! review, then allow, so a higher-priority allow (`DELETE on staging.*`) carves an exception out
+//! of a deny (`DELETE`). Unlike a shell line, an operation is precise enough for that: allow rules match
+//! only relations they certainly name. A statement's decision is its strongest operation's, and
+//! a query string's the strongest of its statements' (an allow for one statement does not cover
+//! the next). A string that does not parse, or an opaque statement (`DO`, `EXECUTE`, a plpgsql
+//! function body), is refused whenever a deny or review rule with SQL patterns applies.
 
 pub mod shell;
+pub mod sql;
 
 use crate::config::Config;
 
@@ -83,6 +93,13 @@ pub enum PolicyError {
         pattern: usize,
         why: String,
     },
+    #[error("rule[{index}] ({name}).sql[{pattern}]: {why}")]
+    SqlPattern {
+        index: usize,
+        name: String,
+        pattern: usize,
+        why: String,
+    },
 }
 
 #[derive(Debug)]
@@ -95,6 +112,7 @@ struct Rule {
     message: String,
     approvers: Vec<String>,
     shell: Option<shell::ShellMatcher>,
+    sql: Option<sql::SqlMatcher>,
 }
 
 impl Rule {
@@ -140,6 +158,21 @@ impl Policy {
                 patterns.push((i, parsed));
             }
             let shell = (!patterns.is_empty()).then(|| shell::ShellMatcher::new(patterns));
+            let mut patterns = Vec::new();
+            for (i, p) in r.sql.iter().enumerate() {
+                let parsed = sql::SqlPattern::parse(p).map_err(|e| PolicyError::SqlPattern {
+                    index,
+                    name: r.name.clone(),
+                    pattern: i,
+                    why: e.to_string(),
+                })?;
+                patterns.push((i, parsed));
+            }
+            let mode = match action {
+                Action::Allow => sql::MatchMode::Permit,
+                Action::Review | Action::Deny => sql::MatchMode::Restrict,
+            };
+            let sql = (!patterns.is_empty()).then(|| sql::SqlMatcher::new(patterns, mode));
             let message = r.message.clone().unwrap_or_else(|| match action {
                 Action::Deny => format!("blocked by policy: {}", r.name),
                 Action::Review => format!("held for approval: {}", r.name),
@@ -154,6 +187,7 @@ impl Policy {
                 message,
                 approvers: r.approvers.clone(),
                 shell,
+                sql,
             });
         }
         Ok(Policy { rules })
@@ -204,6 +238,85 @@ impl Policy {
             (None, Some((u, reason))) => refuse_undecidable(u, &reason),
             (None, None) => Decision::allow(),
         }
+    }
+
+    /// Decides about a query string (a simple Query, or one extended-protocol Parse), given
+    /// [`sql::analyze`]'s answer for it: every operation of every statement is decided and the
+    /// strongest decision wins.
+    pub fn check_sql(
+        &self,
+        roles: &[String],
+        target: &str,
+        analysis: Result<&sql::Analysis, &sql::SqlError>,
+    ) -> Decision {
+        let rules: Vec<(&Rule, &sql::SqlMatcher)> = self
+            .rules
+            .iter()
+            .filter(|r| r.applies(roles, target))
+            .filter_map(|r| r.sql.as_ref().map(|m| (r, m)))
+            .collect();
+        // The rule that refuses what cannot be seen: the strongest deny or review rule.
+        let restricting = strongest(
+            rules
+                .iter()
+                .map(|(r, _)| *r)
+                .filter(|r| r.action != Action::Allow),
+        );
+        let analysis = match analysis {
+            Ok(a) => a,
+            Err(e) => {
+                return match restricting {
+                    Some(r) => refuse_unseen_sql(r, &e.to_string()),
+                    None => Decision::allow(),
+                }
+            }
+        };
+        let mut verdict = Decision::allow();
+        for statement in &analysis.statements {
+            let mut decision = Decision::allow();
+            for op in &statement.operations {
+                let matching = rules
+                    .iter()
+                    .filter(|(_, m)| m.matching(op).is_some())
+                    .map(|(r, _)| *r);
+                if let Some(rule) = strongest(matching) {
+                    if rule.action > decision.action {
+                        decision = rule.decision();
+                    }
+                }
+            }
+            if decision.action != Action::Deny {
+                if let (Some(why), Some(r)) = (statement.opaque.first(), restricting) {
+                    decision = refuse_unseen_sql(r, &why.to_string());
+                }
+            }
+            if decision.action > verdict.action {
+                verdict = decision;
+            }
+        }
+        verdict
+    }
+}
+
+/// The rule that wins among matching ones: highest priority, then deny > review > allow, then
+/// the first written.
+fn strongest<'a>(rules: impl Iterator<Item = &'a Rule>) -> Option<&'a Rule> {
+    rules.fold(None, |best: Option<&Rule>, r| match best {
+        Some(b) if (b.priority, b.action) >= (r.priority, r.action) => Some(b),
+        _ => Some(r),
+    })
+}
+
+fn refuse_unseen_sql(rule: &Rule, reason: &str) -> Decision {
+    Decision {
+        action: Action::Deny,
+        rule: Some(rule.name.clone()),
+        message: format!(
+            "vigil cannot tell whether this SQL does what rule {} restricts ({reason}); refused",
+            rule.name
+        ),
+        approvers: Vec::new(),
+        incomplete: false,
     }
 }
 
