@@ -9,8 +9,18 @@
 //! the pattern, which cannot prove the allow covers every command and operand of the line. A line
 //! whose effect a pattern cannot decide (see `shell.rs`) is refused whenever a deny or review
 //! rule could apply to it: policy fails closed.
+//!
+//! SQL is decided per operation (one action on one relation, see `sql.rs`): among the rules
+//! whose patterns match an operation the highest priority wins, at equal priority deny, then
+//! review, then allow, so a higher-priority allow (`DELETE on staging.*`) carves an exception out
+//! of a deny (`DELETE`). Unlike a shell line, an operation is precise enough for that: allow rules match
+//! only relations they certainly name. A statement's decision is its strongest operation's, and
+//! a query string's the strongest of its statements' (an allow for one statement does not cover
+//! the next). A string that does not parse, or an opaque statement (`DO`, `EXECUTE`, a plpgsql
+//! function body), is refused whenever a deny or review rule with SQL patterns applies.
 
 pub mod shell;
+pub mod sql;
 
 use crate::config::Config;
 
@@ -83,6 +93,13 @@ pub enum PolicyError {
         pattern: usize,
         why: String,
     },
+    #[error("rule[{index}] ({name}).sql[{pattern}]: {why}")]
+    SqlPattern {
+        index: usize,
+        name: String,
+        pattern: usize,
+        why: String,
+    },
 }
 
 #[derive(Debug)]
@@ -95,6 +112,7 @@ struct Rule {
     message: String,
     approvers: Vec<String>,
     shell: Option<shell::ShellMatcher>,
+    sql: Option<sql::SqlMatcher>,
 }
 
 impl Rule {
@@ -140,6 +158,21 @@ impl Policy {
                 patterns.push((i, parsed));
             }
             let shell = (!patterns.is_empty()).then(|| shell::ShellMatcher::new(patterns));
+            let mut patterns = Vec::new();
+            for (i, p) in r.sql.iter().enumerate() {
+                let parsed = sql::SqlPattern::parse(p).map_err(|e| PolicyError::SqlPattern {
+                    index,
+                    name: r.name.clone(),
+                    pattern: i,
+                    why: e.to_string(),
+                })?;
+                patterns.push((i, parsed));
+            }
+            let mode = match action {
+                Action::Allow => sql::MatchMode::Permit,
+                Action::Review | Action::Deny => sql::MatchMode::Restrict,
+            };
+            let sql = (!patterns.is_empty()).then(|| sql::SqlMatcher::new(patterns, mode));
             let message = r.message.clone().unwrap_or_else(|| match action {
                 Action::Deny => format!("blocked by policy: {}", r.name),
                 Action::Review => format!("held for approval: {}", r.name),
@@ -154,6 +187,7 @@ impl Policy {
                 message,
                 approvers: r.approvers.clone(),
                 shell,
+                sql,
             });
         }
         Ok(Policy { rules })
@@ -204,6 +238,93 @@ impl Policy {
             (None, Some((u, reason))) => refuse_undecidable(u, &reason),
             (None, None) => Decision::allow(),
         }
+    }
+
+    /// Decides about a query string (a simple Query, or one extended-protocol Parse), given
+    /// [`sql::analyze`]'s answer for it: every operation of every statement is decided and the
+    /// strongest decision wins.
+    pub fn check_sql(
+        &self,
+        roles: &[String],
+        target: &str,
+        analysis: Result<&sql::Analysis, &sql::SqlError>,
+    ) -> Decision {
+        let rules: Vec<(&Rule, &sql::SqlMatcher)> = self
+            .rules
+            .iter()
+            .filter(|r| r.applies(roles, target))
+            .filter_map(|r| r.sql.as_ref().map(|m| (r, m)))
+            .collect();
+        // The rule that refuses what cannot be seen: the strongest deny or review rule.
+        let restricting = strongest(
+            rules
+                .iter()
+                .map(|(r, _)| *r)
+                .filter(|r| r.action != Action::Allow),
+        );
+        let analysis = match analysis {
+            Ok(a) => a,
+            Err(e) => {
+                return match restricting {
+                    Some(r) => refuse_unseen_sql(r, &e.to_string()),
+                    None => Decision::allow(),
+                }
+            }
+        };
+        // The strongest decision so far; among equals the first (an allow names its rule).
+        let stronger = |d: &Decision, than: &Option<Decision>| {
+            than.as_ref().is_none_or(|t| d.action > t.action)
+        };
+        let mut verdict: Option<Decision> = None;
+        for statement in &analysis.statements {
+            let mut decision: Option<Decision> = None;
+            for op in &statement.operations {
+                let matching = rules
+                    .iter()
+                    .filter(|(_, m)| m.matching(op).is_some())
+                    .map(|(r, _)| *r);
+                if let Some(rule) = strongest(matching) {
+                    let d = rule.decision();
+                    if stronger(&d, &decision) {
+                        decision = Some(d);
+                    }
+                }
+            }
+            let denied = decision.as_ref().is_some_and(|d| d.action == Action::Deny);
+            if !denied {
+                if let (Some(why), Some(r)) = (statement.opaque.first(), restricting) {
+                    decision = Some(refuse_unseen_sql(r, &why.to_string()));
+                }
+            }
+            if let Some(d) = decision {
+                if stronger(&d, &verdict) {
+                    verdict = Some(d);
+                }
+            }
+        }
+        verdict.unwrap_or_else(Decision::allow)
+    }
+}
+
+/// The rule that wins among matching ones: highest priority, then deny > review > allow, then
+/// the first written.
+fn strongest<'a>(rules: impl Iterator<Item = &'a Rule>) -> Option<&'a Rule> {
+    rules.fold(None, |best: Option<&Rule>, r| match best {
+        Some(b) if (b.priority, b.action) >= (r.priority, r.action) => Some(b),
+        _ => Some(r),
+    })
+}
+
+fn refuse_unseen_sql(rule: &Rule, reason: &str) -> Decision {
+    Decision {
+        action: Action::Deny,
+        rule: Some(rule.name.clone()),
+        message: format!(
+            "vigil cannot tell whether this SQL does what rule {} restricts ({reason}); refused",
+            rule.name
+        ),
+        approvers: Vec::new(),
+        incomplete: false,
     }
 }
 
@@ -311,5 +432,157 @@ approvers = ["sre"]
         let p = policy(RULES);
         let d = p.check_shell(&["engineer".into()], "web1", "rm -rf /");
         assert_eq!(d.user_message(), "no recursive force removal (rule no-rm)");
+    }
+
+    fn sql_policy(rules: &str) -> Result<Policy, PolicyError> {
+        let text = format!(
+            "[[target]]\nname = \"appdb\"\nprotocol = \"postgres\"\naddress = \"h:5432\"\ndatabase = \"app\"\nuser = \"u\"\n\
+             [[target]]\nname = \"otherdb\"\nprotocol = \"postgres\"\naddress = \"h:5432\"\ndatabase = \"other\"\nuser = \"u\"\n\
+             [[role]]\nname = \"engineer\"\ntargets = [\"appdb\", \"otherdb\"]\n[[role]]\nname = \"dba\"\ntargets = [\"appdb\"]\n\
+             [[role]]\nname = \"reviewer\"\ntargets = [\"appdb\"]\n{rules}"
+        );
+        Policy::from_config(&Config::parse(&text, std::path::Path::new(".")).unwrap())
+    }
+
+    const SQL_RULES: &str = r#"
+[[rule]]
+name = "no-destructive-sql"
+targets = ["appdb"]
+roles = ["engineer"]
+sql = ["DROP", "TRUNCATE", "DELETE without WHERE", "UPDATE without WHERE"]
+action = "deny"
+message = "destructive statements are blocked; ask the DBA team"
+
+[[rule]]
+name = "writes-need-review"
+targets = ["appdb"]
+sql = ["UPDATE", "DELETE", "INSERT"]
+action = "review"
+approvers = ["reviewer"]
+
+[[rule]]
+name = "staging-is-scratch"
+priority = 10
+targets = ["appdb"]
+sql = ["DELETE on staging.*", "UPDATE on staging.*"]
+action = "allow"
+
+[[rule]]
+name = "dba-drops-scratch"
+priority = 10
+roles = ["dba"]
+sql = ["DROP TABLE on scratch.*"]
+action = "allow"
+
+[[rule]]
+name = "secrets"
+priority = 20
+targets = ["appdb"]
+sql = ["* on secrets.keys"]
+action = "deny"
+"#;
+
+    #[test]
+    fn sql_rules_apply_by_target_role_priority_and_action() {
+        use Action::{Allow, Deny, Review};
+        let p = sql_policy(SQL_RULES).unwrap();
+        let eng = vec!["engineer".to_string()];
+        let dba = vec!["dba".to_string()];
+        type Row<'a> = (&'a [String], &'a str, &'a str, Action, Option<&'a str>);
+        let table: &[Row] = &[
+            (&eng, "appdb", "SELECT * FROM t", Allow, None),
+            (&eng, "appdb", "", Allow, None),
+            (&eng, "appdb", "DROP TABLE t", Deny, Some("no-destructive-sql")),
+            (&eng, "appdb", "drop /* x */ schema s cascade", Deny, Some("no-destructive-sql")),
+            (&eng, "otherdb", "DROP TABLE t", Allow, None),
+            (&dba, "appdb", "DROP TABLE t", Allow, None),
+            (&dba, "appdb", "DROP TABLE scratch.t", Allow, Some("dba-drops-scratch")),
+            (&eng, "appdb", "DELETE FROM t WHERE id = 1", Review, Some("writes-need-review")),
+            (&eng, "appdb", "DELETE FROM t", Deny, Some("no-destructive-sql")),
+            (&eng, "appdb", "DELETE FROM t WHERE 1 = 1", Deny, Some("no-destructive-sql")),
+            (&dba, "appdb", "DELETE FROM t", Review, Some("writes-need-review")),
+            (&eng, "appdb", "DELETE FROM staging.t WHERE id = 1", Allow, Some("staging-is-scratch")),
+            // The higher-priority allow carves the exception out of the deny.
+            (&eng, "appdb", "DELETE FROM staging.t", Allow, Some("staging-is-scratch")),
+            // Unqualified: the search_path might not lead to staging.
+            (&eng, "appdb", "DELETE FROM t2 WHERE x = 1", Review, Some("writes-need-review")),
+            // Every statement is decided; the strongest decision wins.
+            (&eng, "appdb", "DELETE FROM staging.t WHERE id = 1; DELETE FROM t", Deny, Some("no-destructive-sql")),
+            (&eng, "appdb", "SELECT 1; INSERT INTO t VALUES (1)", Review, Some("writes-need-review")),
+            // ... and every operation of a statement.
+            (
+                &eng,
+                "appdb",
+                "WITH x AS (DELETE FROM public.users RETURNING id) DELETE FROM staging.t WHERE id IN (SELECT id FROM x)",
+                Deny,
+                Some("no-destructive-sql"),
+            ),
+            (&eng, "appdb", "INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET x = 2", Review, Some("writes-need-review")),
+            (&eng, "appdb", "COPY t FROM STDIN", Review, Some("writes-need-review")),
+            (&eng, "appdb", "EXPLAIN DELETE FROM t", Allow, None),
+            (&eng, "appdb", "EXPLAIN ANALYZE DELETE FROM t", Deny, Some("no-destructive-sql")),
+            (&eng, "appdb", "PREPARE p AS DELETE FROM t", Deny, Some("no-destructive-sql")),
+            (&dba, "appdb", "SELECT * FROM secrets.keys", Deny, Some("secrets")),
+            (&dba, "appdb", "DELETE FROM staging.t USING secrets.keys", Deny, Some("secrets")),
+            (&dba, "otherdb", "SELECT * FROM secrets.keys", Allow, None),
+            // Opaque and unparseable: refused when a deny or review rule applies, naming the
+            // strongest such rule.
+            (&eng, "appdb", "DO $$ BEGIN DELETE FROM t; END $$", Deny, Some("secrets")),
+            (&eng, "appdb", "EXECUTE p", Deny, Some("secrets")),
+            (&eng, "appdb", "SELECT 1; SELECT dblink_exec('', 'DROP TABLE t')", Deny, Some("secrets")),
+            (&eng, "appdb", "drop tabel t", Deny, Some("secrets")),
+            (&eng, "appdb", "SELECT 1\0", Deny, Some("secrets")),
+            (&eng, "appdb", "TRUNCATE t; DO $$ $$", Deny, Some("no-destructive-sql")),
+            (&eng, "otherdb", "DO $$ BEGIN DELETE FROM t; END $$", Allow, None),
+            (&eng, "otherdb", "drop tabel t", Allow, None),
+        ];
+        for (roles, target, sql, action, rule) in table {
+            let analysis = sql::analyze(sql);
+            let d = p.check_sql(roles, target, analysis.as_ref());
+            assert_eq!(
+                (d.action, d.rule.as_deref()),
+                (*action, *rule),
+                "{sql} on {target} for {roles:?}: {d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sql_refusals_say_why() {
+        let p = sql_policy(SQL_RULES).unwrap();
+        let eng = vec!["engineer".to_string()];
+        let check = |sql: &str| p.check_sql(&eng, "appdb", sql::analyze(sql).as_ref());
+        assert_eq!(
+            check("DROP TABLE t").user_message(),
+            "destructive statements are blocked; ask the DBA team (rule no-destructive-sql)"
+        );
+        let d = check("DO $$ BEGIN END $$");
+        assert!(
+            d.message.contains("a DO block runs code vigil cannot see"),
+            "{d:?}"
+        );
+        let d = check("CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN END $$");
+        assert!(d.message.contains("plpgsql routine body"), "{d:?}");
+        let d = check("selec 1");
+        assert!(
+            d.message.contains("syntax error at or near \"selec\""),
+            "{d:?}"
+        );
+        let d = check("DELETE FROM t WHERE id = 1");
+        assert_eq!(d.approvers, ["reviewer"]);
+    }
+
+    #[test]
+    fn bad_sql_patterns_fail_at_load() {
+        let e = sql_policy(
+            "[[rule]]\nname = \"r\"\nsql = [\"DROP\", \"DELETE witout WHERE\"]\naction = \"deny\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "rule[0] (r).sql[1]: unknown statement kind `DELETE witout WHERE`; expected a kind \
+             such as DROP, DROP TABLE, DELETE, UPDATE, INSERT, COPY PROGRAM, ALTER SYSTEM, GRANT, \
+             CREATE FUNCTION, or `*`"
+        );
     }
 }
