@@ -10,6 +10,7 @@
 //! whose effect a pattern cannot decide (see `shell.rs`) is refused whenever a deny or review
 //! rule could apply to it: policy fails closed.
 
+pub mod mask;
 pub mod shell;
 
 use crate::config::Config;
