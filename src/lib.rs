@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod forensics;
+pub mod pg;
 pub mod policy;
 pub mod recording;
 pub mod replay;

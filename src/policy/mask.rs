@@ -309,7 +309,11 @@ impl MaskCatalog {
     /// Sets a view's column masks (one per column, as [`view_taint`] returns them). False when no
     /// view has this OID.
     pub fn set_view_masks(&mut self, oid: u32, masks: &[Option<Method>]) -> bool {
-        let Some(r) = self.by_oid.get(&oid).and_then(|&i| self.relations.get_mut(i)) else {
+        let Some(r) = self
+            .by_oid
+            .get(&oid)
+            .and_then(|&i| self.relations.get_mut(i))
+        else {
             return false;
         };
         if r.kind != RelKind::View {
@@ -336,7 +340,10 @@ impl MaskCatalog {
                     continue;
                 };
                 let found = view_taint(self, sql, count);
-                let Some(r) = self.by_oid.get(&oid).and_then(|&i| self.relations.get_mut(i))
+                let Some(r) = self
+                    .by_oid
+                    .get(&oid)
+                    .and_then(|&i| self.relations.get_mut(i))
                 else {
                     continue;
                 };
@@ -778,7 +785,11 @@ impl Shape {
         let same = self.complete
             && other.complete
             && self.cols.len() == other.cols.len()
-            && self.cols.iter().zip(&other.cols).all(|(a, b)| a.name == b.name);
+            && self
+                .cols
+                .iter()
+                .zip(&other.cols)
+                .all(|(a, b)| a.name == b.name);
         if same {
             return Shape::complete(
                 self.cols
@@ -1031,8 +1042,13 @@ impl Census {
                 if let (Some(Value::Array(names)), true) =
                     (m.get("funcname"), m.contains_key("agg_star"))
                 {
-                    self.functions
-                        .push(names.iter().filter_map(json_name).map(str::to_owned).collect());
+                    self.functions.push(
+                        names
+                            .iter()
+                            .filter_map(json_name)
+                            .map(str::to_owned)
+                            .collect(),
+                    );
                 }
                 // RangeVar, as a node or as a typed field (INSERT INTO, COPY, ...).
                 if let (Some(Value::String(rel)), true) =
@@ -1142,7 +1158,11 @@ fn figure_colname(node: &pb::Node) -> String {
             Some(Field::Name(n)) => n.clone(),
             _ => unnamed(),
         },
-        Some(N::FuncCall(f)) => f.funcname.last().and_then(str_of).map_or_else(unnamed, str::to_owned),
+        Some(N::FuncCall(f)) => f
+            .funcname
+            .last()
+            .and_then(str_of)
+            .map_or_else(unnamed, str::to_owned),
         Some(N::TypeCast(t)) => {
             let inner = t.arg.as_deref().map_or_else(unnamed, figure_colname);
             if inner != "?column?" {
@@ -1189,7 +1209,8 @@ fn is_setop(s: &pb::SelectStmt) -> bool {
 
 fn copy_options(options: &[pb::Node]) -> CopyOptions {
     let mut format = CopyFormat::Text;
-    let (mut delimiter, mut null, mut quote, mut escape, mut header) = (None, None, None, None, false);
+    let (mut delimiter, mut null, mut quote, mut escape, mut header) =
+        (None, None, None, None, false);
     for o in options {
         let Some(N::DefElem(d)) = &o.node else {
             continue;
@@ -1217,7 +1238,9 @@ fn copy_options(options: &[pb::Node]) -> CopyOptions {
                     None => true,
                     Some(N::Boolean(b)) => b.boolval,
                     Some(N::Integer(i)) => i.ival != 0,
-                    Some(N::String(s)) => !matches!(s.sval.to_ascii_lowercase().as_str(), "false" | "off" | "0"),
+                    Some(N::String(s)) => {
+                        !matches!(s.sval.to_ascii_lowercase().as_str(), "false" | "off" | "0")
+                    }
                     Some(_) => true,
                 }
             }
@@ -1289,8 +1312,11 @@ impl Analyzer<'_> {
     }
 
     fn masked_relation(&self, rv: Option<&pb::RangeVar>) -> bool {
-        rv.and_then(|rv| self.cat.shape(non_empty(&rv.schemaname).as_deref(), &rv.relname))
-            .is_some_and(|s| s.whole().is_masked())
+        rv.and_then(|rv| {
+            self.cat
+                .shape(non_empty(&rv.schemaname).as_deref(), &rv.relname)
+        })
+        .is_some_and(|s| s.whole().is_masked())
     }
 
     /// Masked data in a result that is about to be stored or shown elsewhere.
@@ -1305,9 +1331,11 @@ impl Analyzer<'_> {
         let root = Scope::ROOT;
         let has_masks = self.cat.has_masks();
         match n {
-            N::SelectStmt(_) | N::InsertStmt(_) | N::UpdateStmt(_) | N::DeleteStmt(_) | N::MergeStmt(_) => {
-                Out::Rows(self.query(stmt, &root))
-            }
+            N::SelectStmt(_)
+            | N::InsertStmt(_)
+            | N::UpdateStmt(_)
+            | N::DeleteStmt(_)
+            | N::MergeStmt(_) => Out::Rows(self.query(stmt, &root)),
             N::CopyStmt(c) => self.copy(c),
             N::ExplainStmt(e) => {
                 // The plan is text without data values; the statement still runs under
@@ -1583,7 +1611,7 @@ impl Analyzer<'_> {
         } else {
             let mut items: Vec<Item> = Vec::new();
             for f in &s.from_clause {
-                let (new, _) = self.from_item(f, &items, &ctes, parent, level);
+                let (new, _) = self.range_item(f, &items, &ctes, parent, level);
                 items.extend(new);
             }
             let sc = Scope {
@@ -1798,9 +1826,10 @@ impl Analyzer<'_> {
                 };
                 // (u).* where u is a relation: its columns. Otherwise a composite value of
                 // unknown type.
-                if let (Some(N::ColumnRef(c)), 1) =
-                    (i.arg.as_deref().and_then(|a| a.node.as_ref()), i.indirection.len())
-                {
+                if let (Some(N::ColumnRef(c)), 1) = (
+                    i.arg.as_deref().and_then(|a| a.node.as_ref()),
+                    i.indirection.len(),
+                ) {
                     if let [Field::Name(n)] = fields(c).as_slice() {
                         if !self.is_column(n, scope) {
                             if let Some((it, level)) = find_item(scope, None, n) {
@@ -1867,7 +1896,7 @@ impl Analyzer<'_> {
 
     // ----- FROM -----
 
-    fn from_item(
+    fn range_item(
         &mut self,
         node: &pb::Node,
         prev: &[Item],
@@ -1881,13 +1910,13 @@ impl Analyzer<'_> {
             let shape = Shape::unknown(self.fallback);
             (Vec::new(), shape)
         } else {
-            self.from_item_inner(node, prev, ctes, parent, level)
+            self.range_item_inner(node, prev, ctes, parent, level)
         };
         self.depth -= 1;
         out
     }
 
-    fn from_item_inner(
+    fn range_item_inner(
         &mut self,
         node: &pb::Node,
         prev: &[Item],
@@ -1940,7 +1969,7 @@ impl Analyzer<'_> {
                 self.list(&t.args, &lateral);
                 self.opt(t.repeatable.as_deref(), &lateral);
                 match t.relation.as_deref() {
-                    Some(r) => self.from_item(r, prev, ctes, parent, level),
+                    Some(r) => self.range_item(r, prev, ctes, parent, level),
                     None => (Vec::new(), Shape::unknown(self.fallback)),
                 }
             }
@@ -1975,7 +2004,10 @@ impl Analyzer<'_> {
     }
 
     fn table_shape(&mut self, rv: &pb::RangeVar) -> Shape {
-        match self.cat.shape(non_empty(&rv.schemaname).as_deref(), &rv.relname) {
+        match self
+            .cat
+            .shape(non_empty(&rv.schemaname).as_deref(), &rv.relname)
+        {
             Some(shape) => shape,
             None => {
                 self.unknown.insert(rel_label(rv));
@@ -2049,13 +2081,13 @@ impl Analyzer<'_> {
         level: usize,
     ) -> (Vec<Item>, Shape) {
         let (litems, lshape) = match j.larg.as_deref() {
-            Some(l) => self.from_item(l, prev, ctes, parent, level),
+            Some(l) => self.range_item(l, prev, ctes, parent, level),
             None => (Vec::new(), Shape::unknown(self.fallback)),
         };
         let mut acc: Vec<Item> = prev.to_vec();
         acc.extend(litems.iter().cloned());
         let (ritems, rshape) = match j.rarg.as_deref() {
-            Some(r) => self.from_item(r, &acc, ctes, parent, level),
+            Some(r) => self.range_item(r, &acc, ctes, parent, level),
             None => (Vec::new(), Shape::unknown(self.fallback)),
         };
         let both_known = lshape.complete && rshape.complete;
@@ -2199,7 +2231,7 @@ impl Analyzer<'_> {
         };
         let mut items = vec![self.target_item(rv)];
         for f in &s.from_clause {
-            let (new, _) = self.from_item(f, &items, &ctes, parent, level);
+            let (new, _) = self.range_item(f, &items, &ctes, parent, level);
             items.extend(new);
         }
         let sc = Scope {
@@ -2222,7 +2254,7 @@ impl Analyzer<'_> {
         };
         let mut items = vec![self.target_item(rv)];
         for f in &s.using_clause {
-            let (new, _) = self.from_item(f, &items, &ctes, parent, level);
+            let (new, _) = self.range_item(f, &items, &ctes, parent, level);
             items.extend(new);
         }
         let sc = Scope {
@@ -2243,7 +2275,7 @@ impl Analyzer<'_> {
         };
         let mut items = vec![self.target_item(rv)];
         if let Some(src) = s.source_relation.as_deref() {
-            let (new, _) = self.from_item(src, &items, &ctes, parent, level);
+            let (new, _) = self.range_item(src, &items, &ctes, parent, level);
             items.extend(new);
         }
         let sc = Scope {
@@ -2258,7 +2290,9 @@ impl Analyzer<'_> {
                 continue;
             };
             self.opt(m.condition.as_deref(), &sc);
-            let t = self.assignments(&m.target_list, &sc).max(self.list(&m.values, &sc));
+            let t = self
+                .assignments(&m.target_list, &sc)
+                .max(self.list(&m.values, &sc));
             self.written(t, rv);
         }
         self.target_list(&s.returning_list, &sc)
@@ -2395,7 +2429,9 @@ impl Analyzer<'_> {
         let p = self.list(&w.partition_clause, scope);
         let o = self.list(&w.order_clause, scope);
         let s = self.opt(w.start_offset.as_deref(), scope);
-        p.max(o).max(s).max(self.opt(w.end_offset.as_deref(), scope))
+        p.max(o)
+            .max(s)
+            .max(self.opt(w.end_offset.as_deref(), scope))
     }
 
     fn func_call(&mut self, f: &pb::FuncCall, scope: &Scope<'_>) -> Taint {
@@ -2406,7 +2442,12 @@ impl Analyzer<'_> {
             t = t.max(self.window(w, scope));
         }
         let name = f.funcname.last().and_then(str_of);
-        let schema = f.funcname.len().checked_sub(2).and_then(|i| f.funcname.get(i)).and_then(str_of);
+        let schema = f
+            .funcname
+            .len()
+            .checked_sub(2)
+            .and_then(|i| f.funcname.get(i))
+            .and_then(str_of);
         let builtin_count = name == Some("count")
             && schema.is_none_or(|s| s == "pg_catalog")
             && !self.cat.functions.contains_key("count");
@@ -2497,10 +2538,12 @@ impl Analyzer<'_> {
                     None => self.uncertain(scope, Taint::Clean),
                 }
             }
-            [Name(_), Name(s), Name(r), Name(c)] => match self.qualified(Some(s), r, Some(c), scope) {
-                Some(t) => t,
-                None => self.uncertain(scope, Taint::Clean),
-            },
+            [Name(_), Name(s), Name(r), Name(c)] => {
+                match self.qualified(Some(s), r, Some(c), scope) {
+                    Some(t) => t,
+                    None => self.uncertain(scope, Taint::Clean),
+                }
+            }
             [Name(r), Star] => self.whole_row(None, r, scope),
             [Name(s), Name(r), Star] | [Name(_), Name(s), Name(r), Star] => {
                 self.whole_row(Some(s), r, scope)
@@ -2620,8 +2663,6 @@ fn join_shape(l: &Shape, r: &Shape, using: &[String]) -> Shape {
     }
 }
 
-
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2646,7 +2687,12 @@ mod tests {
         );
         // Masks and tables may come in any order.
         c.add_mask("public", "users", "ssn", Method::Redact);
-        c.add_table(200, "public", "orders", [(1, "id"), (2, "user_id"), (3, "total")]);
+        c.add_table(
+            200,
+            "public",
+            "orders",
+            [(1, "id"), (2, "user_id"), (3, "total")],
+        );
         c.add_table(400, "public", "Users", [(1, "id"), (2, "ssn")]);
         c.add_view(300, "public", "v_users", [(1, "id"), (2, "s"), (3, "name")]);
         c.derive_view_masks(&[(300, VIEW_DEF)]);
@@ -2657,7 +2703,8 @@ mod tests {
 
     /// As `pg_get_viewdef` prints `create view v_users as select id, upper(ssn) as s, name
     /// from users`.
-    const VIEW_DEF: &str = " SELECT users.id,\n    upper(users.ssn) AS s,\n    users.name\n   FROM users;";
+    const VIEW_DEF: &str =
+        " SELECT users.id,\n    upper(users.ssn) AS s,\n    users.name\n   FROM users;";
 
     fn run(sql: &str) -> OutputTaint {
         analyze_output(&catalog(), sql)
@@ -2865,7 +2912,12 @@ mod tests {
                 failed.push(format!("{sql}\n    want {want:?}\n    got  {got:?}"));
             }
         }
-        assert!(failed.is_empty(), "{} cases:\n{}", failed.len(), failed.join("\n"));
+        assert!(
+            failed.is_empty(),
+            "{} cases:\n{}",
+            failed.len(),
+            failed.join("\n")
+        );
     }
 
     /// When vigil cannot tell the columns apart it masks every column with the fallback.
@@ -2888,7 +2940,12 @@ mod tests {
                 failed.push(format!("{sql}\n    want {want:?}\n    got  {got:?}"));
             }
         }
-        assert!(failed.is_empty(), "{} cases:\n{}", failed.len(), failed.join("\n"));
+        assert!(
+            failed.is_empty(),
+            "{} cases:\n{}",
+            failed.len(),
+            failed.join("\n")
+        );
     }
 
     /// A column vigil cannot resolve is masked when any relation in scope has masks.
@@ -2958,7 +3015,12 @@ mod tests {
                 failed.push(format!("{sql}\n    got  {got:?}"));
             }
         }
-        assert!(failed.is_empty(), "{} cases:\n{}", failed.len(), failed.join("\n"));
+        assert!(
+            failed.is_empty(),
+            "{} cases:\n{}",
+            failed.len(),
+            failed.join("\n")
+        );
     }
 
     /// The benign twins of the refusals.
@@ -2994,7 +3056,12 @@ mod tests {
                 failed.push(format!("{sql}\n    got  {got:?}"));
             }
         }
-        assert!(failed.is_empty(), "{} cases:\n{}", failed.len(), failed.join("\n"));
+        assert!(
+            failed.is_empty(),
+            "{} cases:\n{}",
+            failed.len(),
+            failed.join("\n")
+        );
     }
 
     #[test]
@@ -3014,7 +3081,10 @@ mod tests {
         let c = catalog();
         let cases: &[(&str, bool)] = &[
             ("select id from users where ssn = '1'", true),
-            ("select id from users u join orders o on o.total::text = u.ssn", true),
+            (
+                "select id from users u join orders o on o.total::text = u.ssn",
+                true,
+            ),
             ("select id from users group by email", true),
             ("select * from users", true),
             ("select count(ssn) from users", true),
@@ -3053,18 +3123,33 @@ mod tests {
         let out = run("copy users to stdout");
         let text = out.copy.expect("copy options");
         assert_eq!(
-            (text.format, text.delimiter, text.null.as_slice(), text.header),
+            (
+                text.format,
+                text.delimiter,
+                text.null.as_slice(),
+                text.header
+            ),
             (CopyFormat::Text, b'\t', &b"\\N"[..], false)
         );
         let out = run("copy users to stdout with (format csv, header, delimiter ';', quote '''', null 'NULL')");
         let csv = out.copy.expect("copy options");
         assert_eq!(
-            (csv.format, csv.delimiter, csv.quote, csv.escape, csv.null.as_slice(), csv.header),
+            (
+                csv.format,
+                csv.delimiter,
+                csv.quote,
+                csv.escape,
+                csv.null.as_slice(),
+                csv.header
+            ),
             (CopyFormat::Csv, b';', b'\'', b'\'', &b"NULL"[..], true)
         );
         let out = run("copy users to stdout csv header escape '\\'");
         let csv = out.copy.expect("copy options");
-        assert_eq!((csv.delimiter, csv.quote, csv.escape, csv.header), (b',', b'"', b'\\', true));
+        assert_eq!(
+            (csv.delimiter, csv.quote, csv.escape, csv.header),
+            (b',', b'"', b'\\', true)
+        );
         assert_eq!(run("select 1").copy, None);
     }
 
@@ -3092,7 +3177,10 @@ mod tests {
         c.add_view(501, "public", "v2", [(1, "a"), (2, "b")]);
         c.add_view(502, "public", "v3", [(1, "c")]);
         // v3 depends on v2, which depends on v_users; listed in the wrong order.
-        c.derive_view_masks(&[(502, "select a from v2"), (501, "select s as a, id as b from v_users")]);
+        c.derive_view_masks(&[
+            (502, "select a from v2"),
+            (501, "select s as a, id as b from v_users"),
+        ]);
         assert_eq!(c.origin_mask(502, 1), Some(R));
         assert_eq!(c.origin_mask(501, 1), Some(R));
         assert_eq!(c.origin_mask(501, 2), None);
@@ -3108,7 +3196,12 @@ mod tests {
     fn unqualified_names_match_every_schema() {
         let mut c = catalog();
         c.add_mask("crm", "users", "name", Method::Null);
-        c.add_table(600, "crm", "users", [(1, "id"), (2, "name"), (3, "email"), (4, "ssn")]);
+        c.add_table(
+            600,
+            "crm",
+            "users",
+            [(1, "id"), (2, "name"), (3, "email"), (4, "ssn")],
+        );
         let out = analyze_output(&c, "select name, ssn from users");
         assert_eq!(out.columns, Some(vec![m(Method::Null), m(R)]));
         let out = analyze_output(&c, "select name, ssn from public.users");
@@ -3119,7 +3212,11 @@ mod tests {
         let out = analyze_output(&c, "select number, upper(number), holder from cards");
         assert_eq!(
             out.columns,
-            Some(vec![m(Method::Partial), m(Method::Partial), m(Method::Partial)])
+            Some(vec![
+                m(Method::Partial),
+                m(Method::Partial),
+                m(Method::Partial)
+            ])
         );
         let out = analyze_output(&c, "select c.holder from cards c");
         assert_eq!(out.columns, Some(vec![C]));
@@ -3160,12 +3257,18 @@ mod tests {
         }
         sql.push_str(" from users");
         let out = run(&sql);
-        assert!(out.refuse.is_some() || out.columns == Some(vec![m(R)]), "{out:?}");
+        assert!(
+            out.refuse.is_some() || out.columns == Some(vec![m(R)]),
+            "{out:?}"
+        );
         let mut sql = String::from("select ssn from users");
         for _ in 0..300 {
             sql = format!("select * from ({sql}) t");
         }
         let out = run(&sql);
-        assert!(out.refuse.is_some() || out.columns == Some(vec![m(R)]), "{out:?}");
+        assert!(
+            out.refuse.is_some() || out.columns == Some(vec![m(R)]),
+            "{out:?}"
+        );
     }
 }
