@@ -1,10 +1,15 @@
 //! PostgreSQL: the wire protocol (sans-IO messages and one tokio adapter), server-side
-//! SCRAM-SHA-256 for vigil's own users, and the upstream connection vigil opens to a target.
+//! SCRAM-SHA-256 for vigil's own users, the upstream connection vigil opens to a target, the
+//! front end (`front.rs`: TLS, authentication, target), the session relay with its policy checks
+//! and extended-protocol tracking (`session.rs`), and the value masker (`masker.rs`).
 //!
 //! Invariant: nothing here prints a password, a SCRAM key or a cancel secret; they live in
 //! types whose `Debug` says `<secret>`.
 
+pub mod front;
+pub mod masker;
 pub mod scram;
+pub mod session;
 pub mod upstream;
 pub mod wire;
 

@@ -19,6 +19,7 @@
 //! the next). A string that does not parse, or an opaque statement (`DO`, `EXECUTE`, a plpgsql
 //! function body), is refused whenever a deny or review rule with SQL patterns applies.
 
+pub mod mask;
 pub mod shell;
 pub mod sql;
 
