@@ -201,7 +201,10 @@ impl Validator {
             self.bad("server.tls_cert", "tls_cert and tls_key go together");
         }
         if s.require_tls && s.tls_cert.is_none() {
-            self.bad("server.require_tls", "needs server.tls_cert and server.tls_key");
+            self.bad(
+                "server.require_tls",
+                "needs server.tls_cert and server.tls_key",
+            );
         }
         if let Some(m) = &s.max_message_size {
             match parse_size(m) {

@@ -43,6 +43,8 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
+    #[error(transparent)]
+    Postgres(#[from] crate::pg::front::FrontError),
 }
 
 /// Everything a session needs from the bastion; shared by all connections.
@@ -52,6 +54,8 @@ pub struct Gateway {
     pub recordings: Recordings,
     pub audit: Audit,
     pub failures: ssh::server::Failures,
+    /// The Postgres front end's shared state (cancel keys, TLS, key material).
+    pub pg: crate::pg::front::Shared,
     pub tracker: TaskTracker,
     cancel: CancellationToken,
 }
@@ -102,6 +106,7 @@ impl Gateway {
 pub struct Running {
     pub gateway: Arc<Gateway>,
     pub ssh: Option<SocketAddr>,
+    pub postgres: Option<SocketAddr>,
     accept: TaskTracker,
 }
 
@@ -123,12 +128,19 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
     })?;
     let policy = Policy::from_config(&config)?;
     let ssh_addr = config.listen.ssh;
+    let pg_addr = config.listen.postgres;
+    let host_secret = std::fs::read(&config.host_key).map_err(|e| DaemonError::HostKey {
+        path: config.host_key.display().to_string(),
+        why: e.to_string(),
+    })?;
+    let pg = crate::pg::front::Shared::new(&config, &host_secret)?;
     let gateway = Arc::new(Gateway {
         config: RwLock::new(Arc::new(config)),
         policy: RwLock::new(Arc::new(policy)),
         recordings,
         audit,
         failures: Default::default(),
+        pg,
         tracker: TaskTracker::new(),
         cancel: CancellationToken::new(),
     });
@@ -150,11 +162,53 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         accept.spawn(accept_ssh(gateway.clone(), listener, server_config));
         tracing::info!(%local, "ssh listening");
     }
+    let mut postgres = None;
+    if let Some(addr) = pg_addr {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Listen { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| DaemonError::Listen { addr, source })?;
+        postgres = Some(local);
+        accept.spawn(accept_postgres(gateway.clone(), listener));
+        tracing::info!(%local, "postgres listening");
+    }
     Ok(Running {
         gateway,
         ssh,
+        postgres,
         accept,
     })
+}
+
+async fn accept_postgres(gw: Arc<Gateway>, listener: TcpListener) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            _ = gw.cancel.cancelled() => return,
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = gw.cancel.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let gw2 = gw.clone();
+        gw.tracker.spawn(async move {
+            let _permit = permit;
+            tokio::select! {
+                _ = crate::pg::front::serve(gw2.clone(), stream, peer) => {}
+                _ = async { gw2.cancel.cancelled().await; tokio::time::sleep(Duration::from_secs(5)).await } => {}
+            }
+        });
+    }
 }
 
 async fn accept_ssh(gw: Arc<Gateway>, listener: TcpListener, config: Arc<russh::server::Config>) {
@@ -217,6 +271,9 @@ pub async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     let running = start(config).await?;
     if let Some(a) = running.ssh {
         eprintln!("vigil: ssh on {a}");
+    }
+    if let Some(a) = running.postgres {
+        eprintln!("vigil: postgres on {a}");
     }
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;

@@ -3,6 +3,7 @@
 mod cli;
 mod golden;
 mod harness;
+mod pg;
 mod pg_upstream;
 mod pgserver;
 mod pty;

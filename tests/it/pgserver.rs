@@ -179,6 +179,16 @@ impl PgServer {
     }
 }
 
+impl PgServer {
+    /// Immediate shutdown: the postmaster takes its backends down with it.
+    pub fn kill(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            unsafe { libc::kill(pid, libc::SIGQUIT) };
+        }
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for PgServer {
     fn drop(&mut self) {
         // SIGQUIT: immediate shutdown; the postmaster takes its backends down with it.

@@ -1,0 +1,384 @@
+//! The Postgres front end: accepts a client, answers SSLRequest (TLS with rustls when
+//! `server.tls_cert`/`tls_key` are set, else 'N') and GSSENCRequest ('N'), routes
+//! CancelRequests to the upstream they belong to, authenticates the vigil user with
+//! SCRAM-SHA-256 against the verifier from `vigil passwd`, checks that a role grants the target
+//! named by `dbname`, then hands the connection to `session.rs`.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use bytes::BytesMut;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use super::{
+    scram::{MockKey, ScramServer, Verifier, MECHANISM},
+    upstream::{UpstreamSettings, UpstreamTls},
+    wire::{
+        backend::{self, Severity},
+        codec::read_with,
+        frontend::{self, Frontend, Startup},
+        BackendKey, MAX_STARTUP_LEN,
+    },
+    Secret,
+};
+use crate::{
+    audit::AuditEvent,
+    config::{directory::Protocol, parse_size},
+    daemon::Gateway,
+};
+
+/// The default largest message from a client or a target.
+pub const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
+
+/// Any client stream: plain TCP or TLS.
+pub trait ClientStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> ClientStream for T {}
+
+/// What the Postgres front end shares across connections.
+pub struct Shared {
+    /// Key material derived from the bastion's host key: masking hashes and SCRAM stand-ins.
+    secret: [u8; 32],
+    /// The keys vigil handed out in BackendKeyData → where a cancel must go.
+    cancels: Mutex<HashMap<BackendKey, (UpstreamSettings, BackendKey)>>,
+    /// Stand-in SCRAM credentials for unknown users.
+    mock: MockKey,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrontError {
+    #[error("TLS certificate {path}: {why}")]
+    Tls { path: String, why: String },
+}
+
+impl Shared {
+    pub fn new(config: &crate::config::Config, secret: &[u8]) -> Result<Shared, FrontError> {
+        let server = &config.file.server;
+        let tls = match (&server.tls_cert, &server.tls_key) {
+            (Some(cert), Some(key)) => Some(acceptor(&config.resolve(cert), &config.resolve(key))?),
+            _ => None,
+        };
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret);
+        let mut derived = [0u8; 32];
+        derived.copy_from_slice(digest.as_ref());
+        Ok(Shared {
+            secret: derived,
+            cancels: Mutex::new(HashMap::new()),
+            mock: MockKey::derive(secret),
+            tls,
+        })
+    }
+
+    pub fn secret(&self) -> &[u8] {
+        &self.secret
+    }
+
+    pub(crate) fn register(&self, ours: BackendKey, theirs: (UpstreamSettings, BackendKey)) {
+        if let Ok(mut m) = self.cancels.lock() {
+            m.insert(ours, theirs);
+        }
+    }
+
+    pub(crate) fn unregister(&self, ours: BackendKey) {
+        if let Ok(mut m) = self.cancels.lock() {
+            m.remove(&ours);
+        }
+    }
+}
+
+fn acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, FrontError> {
+    use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    let bad = |path: &std::path::Path, why: String| FrontError::Tls {
+        path: path.display().to_string(),
+        why,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad(cert, e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(cert, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad(cert, "no certificate in the file".into()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, e.to_string()))?;
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| bad(cert, e.to_string()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The largest message accepted, from `server.max_message_size`.
+pub fn max_message(config: &crate::config::Config) -> usize {
+    config
+        .file
+        .server
+        .max_message_size
+        .as_deref()
+        .and_then(parse_size)
+        .unwrap_or(DEFAULT_MAX_MESSAGE)
+}
+
+/// Serves one client connection to its end. Every failure ends in an ErrorResponse where the
+/// protocol allows one, and a closed connection; nothing here takes the process down.
+pub async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let config = gw.config();
+    let max_len = max_message(&config);
+    let require_tls = config.file.server.require_tls;
+    let mut stream: Box<dyn ClientStream> = Box::new(stream);
+    let mut buf = BytesMut::new();
+    let mut tls = false;
+    let startup = loop {
+        let m = match read_with(&mut stream, &mut buf, |b| {
+            frontend::decode_startup(b, MAX_STARTUP_LEN)
+        })
+        .await
+        {
+            Ok(Some(m)) => m,
+            Ok(None) => return,
+            Err(e) => {
+                let _ = stream
+                    .write_all(&backend::error_response(
+                        Severity::Fatal,
+                        "08P01",
+                        &format!("vigil: {e}"),
+                        None,
+                    ))
+                    .await;
+                return;
+            }
+        };
+        match m {
+            Startup::SslRequest if !tls => {
+                let Some(acceptor) = gw.pg.tls.clone() else {
+                    if stream.write_all(b"N").await.is_err() {
+                        return;
+                    }
+                    continue;
+                };
+                // Bytes sent before the handshake would not be protected by it.
+                if !buf.is_empty() || stream.write_all(b"S").await.is_err() {
+                    return;
+                }
+                match acceptor.accept(stream).await {
+                    Ok(s) => {
+                        stream = Box::new(s);
+                        tls = true;
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "postgres TLS handshake failed");
+                        return;
+                    }
+                }
+            }
+            Startup::SslRequest | Startup::GssEncRequest => {
+                if stream.write_all(b"N").await.is_err() {
+                    return;
+                }
+            }
+            Startup::Cancel(key) => {
+                let found = gw.pg.cancels.lock().ok().and_then(|m| m.get(&key).cloned());
+                if let Some((settings, upstream_key)) = found {
+                    if let Err(e) = super::upstream::cancel(&settings, upstream_key).await {
+                        tracing::warn!(error = %e, "forwarding a cancel request failed");
+                    }
+                }
+                return;
+            }
+            s @ Startup::Startup { .. } => break s,
+        }
+    };
+    let fatal = |code: &str, msg: &str| backend::error_response(Severity::Fatal, code, msg, None);
+    if require_tls && !tls {
+        let _ = stream
+            .write_all(&fatal(
+                "28000",
+                "vigil requires TLS: connect with sslmode=require",
+            ))
+            .await;
+        return;
+    }
+    let user = startup.param("user").unwrap_or_default().to_string();
+    let target_name = startup
+        .param("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(&user)
+        .to_string();
+    let audit = |action: &str, detail: String| {
+        gw.audit.record(AuditEvent {
+            user: Some(user.clone()),
+            target: Some(target_name.clone()),
+            source: Some(peer.to_string()),
+            protocol: Some("postgres".into()),
+            detail: Some(detail),
+            ..AuditEvent::new(action)
+        });
+    };
+
+    // SCRAM-SHA-256 against the user's verifier; an unknown user runs the same exchange.
+    let delay = gw.failures.delay(Some(peer.ip()));
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let verifier = config
+        .directory
+        .user(&user)
+        .and_then(|u| u.password.as_deref())
+        .and_then(|p| Verifier::parse(p).ok());
+    let mut scram = ScramServer::new(verifier.as_ref(), &user, &gw.pg.mock);
+    let authenticated = async {
+        stream
+            .write_all(&backend::auth_sasl(&[MECHANISM]).ok()?)
+            .await
+            .ok()?;
+        let first = read_auth(&mut stream, &mut buf, max_len).await?;
+        let initial = frontend::sasl_initial_response(&first).ok()?;
+        if initial.mechanism != MECHANISM {
+            return None;
+        }
+        let server_first = scram.client_first(initial.data.as_deref()?).ok()?;
+        stream
+            .write_all(&backend::auth_sasl_continue(&server_first).ok()?)
+            .await
+            .ok()?;
+        let last = read_auth(&mut stream, &mut buf, max_len).await?;
+        let server_final = scram.client_final(&last).ok()?;
+        stream
+            .write_all(&backend::auth_sasl_final(&server_final).ok()?)
+            .await
+            .ok()?;
+        Some(())
+    }
+    .await;
+    if authenticated.is_none() {
+        gw.failures.failed(Some(peer.ip()));
+        audit("auth.failure", "SCRAM-SHA-256 failed".into());
+        let _ = stream
+            .write_all(&fatal(
+                "28P01",
+                &format!("password authentication failed for user \"{user}\""),
+            ))
+            .await;
+        return;
+    }
+    gw.failures.succeeded(Some(peer.ip()));
+    audit("auth.success", "SCRAM-SHA-256".into());
+
+    let target = config.directory.target(&target_name).cloned();
+    let grants = config.directory.grants(&user, &target_name);
+    let target = match (target, grants) {
+        (Some(t), Some(_)) if t.protocol == Protocol::Postgres => t,
+        _ => {
+            // The same answer whether the target does not exist or is not granted.
+            audit("access.refused", "no role grants this target".into());
+            let _ = stream
+                .write_all(&fatal(
+                    "42501",
+                    &format!("vigil: {user} may not reach {target_name}"),
+                ))
+                .await;
+            return;
+        }
+    };
+    let settings = match upstream_settings(&config, &target, &startup) {
+        Ok(s) => s,
+        Err(why) => {
+            audit("upstream.failure", why.clone());
+            let _ = stream
+                .write_all(&fatal("08006", &format!("vigil: {why}")))
+                .await;
+            return;
+        }
+    };
+    super::session::run(
+        gw.clone(),
+        super::session::Client {
+            stream,
+            buf,
+            peer,
+            user,
+            tls,
+            max_len,
+        },
+        target,
+        settings,
+    )
+    .await;
+}
+
+/// Reads one authentication response (a `p` message) and returns its body.
+async fn read_auth(
+    stream: &mut Box<dyn ClientStream>,
+    buf: &mut BytesMut,
+    max_len: usize,
+) -> Option<bytes::Bytes> {
+    match read_with(stream, buf, |b| frontend::decode(b, max_len.min(64 << 10))).await {
+        Ok(Some(Frontend::AuthResponse { body, .. })) => Some(body),
+        _ => None,
+    }
+}
+
+/// Client startup parameters passed on to the target; the rest (user, database, options,
+/// replication, protocol extensions) are vigil's to choose.
+const PASSED_PARAMS: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "IntervalStyle",
+    "extra_float_digits",
+    "search_path",
+];
+
+fn upstream_settings(
+    config: &crate::config::Config,
+    target: &crate::config::directory::Target,
+    startup: &Startup,
+) -> Result<UpstreamSettings, String> {
+    let file = config
+        .file
+        .targets
+        .iter()
+        .find(|t| t.name == target.name)
+        .ok_or_else(|| format!("target {} is not configured", target.name))?;
+    let tls = match file.tls.as_deref() {
+        None | Some("disable") => UpstreamTls::Disable,
+        Some("require") => UpstreamTls::Require,
+        _ => UpstreamTls::VerifyFull {
+            ca_file: file.ca_file.as_ref().map(|p| config.resolve(p)),
+        },
+    };
+    let (Some(database), Some(user)) = (&target.database, &target.user) else {
+        return Err(format!("target {} needs database and user", target.name));
+    };
+    let mut s = UpstreamSettings::new(&target.address, database, user, tls);
+    if let Some(var) = &target.password_env {
+        match std::env::var(var) {
+            Ok(p) => s.password = Some(Secret::new(p)),
+            Err(_) => {
+                return Err(format!(
+                    "the password of target {} is not set (environment variable {var})",
+                    target.name
+                ))
+            }
+        }
+    }
+    s.max_message_len = max_message(config);
+    if let Startup::Startup { params, .. } = startup {
+        s.params = params
+            .iter()
+            .filter(|(k, _)| PASSED_PARAMS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+    }
+    Ok(s)
+}

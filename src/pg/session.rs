@@ -1,0 +1,1209 @@
+//! One Postgres session after authentication: connects to the target with vigil's credentials,
+//! resolves the masked columns on it, then relays. Every statement is checked before it reaches
+//! the target (simple Query and Parse); a refused one is replaced by a statement that fails on
+//! the target, whose error is swapped for vigil's (SQLSTATE 42501). The target therefore
+//! discards the rest of the batch until Sync and rolls back as it would for any error, and the
+//! responses stay in order. Result rows pass through the masker: each portal is described by
+//! vigil itself (an extra Describe after each Bind, whose answer the client never sees), so the
+//! masker knows the columns' origins and formats even when the client never asked.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+    sync::Arc,
+    time::Instant,
+};
+
+use bytes::{Bytes, BytesMut};
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio_util::codec::{Framed, FramedRead};
+
+use super::{
+    front::ClientStream,
+    masker::{ColumnMask, Masker},
+    upstream::{UpstreamSettings, UpstreamStream},
+    wire::{
+        backend::{self, Backend, FieldDescription, Severity, TransactionStatus},
+        codec::{BackendCodec, FrontendCodec},
+        frontend::{Frontend, Target as Kind},
+        BackendKey,
+    },
+};
+use crate::{
+    audit::AuditEvent,
+    config::directory::Target,
+    daemon::Gateway,
+    policy::{
+        mask::{self, FunctionRisk, MaskCatalog, Method, OutputTaint},
+        sql, Action, Decision,
+    },
+    recording::{
+        event::{Decision as Recorded, ErrorEvent, Event, Exit, Query, Rows},
+        Recorder, SessionMeta,
+    },
+};
+
+/// The authenticated client connection, as `front.rs` hands it over.
+pub struct Client {
+    pub stream: Box<dyn ClientStream>,
+    pub buf: BytesMut,
+    pub peer: SocketAddr,
+    pub user: String,
+    pub tls: bool,
+    pub max_len: usize,
+}
+
+/// SQL sent in place of a refused statement: it fails to parse on every PostgreSQL.
+const REFUSED_SQL: &str = "vigil refused this statement";
+/// Rows recorded per statement unless `recording.max_rows` says otherwise.
+const DEFAULT_MAX_ROWS: u64 = 1000;
+/// Decisions remembered per session, by statement text.
+const DECISION_CACHE: usize = 4096;
+
+type Up = Framed<UpstreamStream, BackendCodec>;
+
+pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: UpstreamSettings) {
+    let Client {
+        stream,
+        buf,
+        peer,
+        user,
+        tls,
+        max_len,
+    } = client;
+    let (read, mut write) = tokio::io::split(stream);
+    let mut reader = FramedRead::new(read, FrontendCodec { max_len });
+    // What the client sent right after authenticating.
+    reader.read_buffer_mut().extend_from_slice(&buf);
+    let fatal = |code: &str, msg: &str| backend::error_response(Severity::Fatal, code, msg, None);
+    let audit_base = AuditEvent {
+        user: Some(user.clone()),
+        target: Some(target.name.clone()),
+        source: Some(peer.to_string()),
+        protocol: Some("postgres".into()),
+        ..AuditEvent::new("")
+    };
+    if let Err(e) = gw.recordings.admit() {
+        gw.audit.record(AuditEvent {
+            action: "access.refused".into(),
+            detail: Some(e.to_string()),
+            ..audit_base.clone()
+        });
+        let _ = write
+            .write_all(&fatal(
+                "53000",
+                "vigil: sessions are refused while recordings cannot be stored",
+            ))
+            .await;
+        return;
+    }
+    let meta = SessionMeta {
+        protocol: "postgres".into(),
+        user: user.clone(),
+        target: target.name.clone(),
+        client: Some(peer.to_string()),
+    };
+    let recorder = match gw.recordings.begin(meta).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a recording");
+            let _ = write
+                .write_all(&fatal("53000", "vigil: cannot start the session recording"))
+                .await;
+            return;
+        }
+    };
+    let session_audit = AuditEvent {
+        session: Some(recorder.session_id().to_string()),
+        ..audit_base
+    };
+    gw.audit.record(AuditEvent {
+        action: "session.start".into(),
+        detail: Some(if tls { "tls" } else { "plain" }.into()),
+        ..session_audit.clone()
+    });
+    let upstream = match super::upstream::connect(&settings).await {
+        Ok(u) => u,
+        Err(e) => {
+            let msg = format!("vigil: target {} is unavailable: {e}", target.name);
+            let _ = recorder
+                .record(Event::Error(ErrorEvent {
+                    message: msg.clone(),
+                    code: Some("08006".into()),
+                }))
+                .await;
+            let _ = write.write_all(&fatal("08006", &msg)).await;
+            gw.audit.record(AuditEvent {
+                action: "upstream.failure".into(),
+                detail: Some(e.to_string()),
+                ..session_audit.clone()
+            });
+            let _ = recorder.close("target unavailable").await;
+            return;
+        }
+    };
+    let params = upstream.params.clone();
+    let upstream_key = upstream.backend_key;
+    let mut up = upstream.into_framed(max_len);
+    let config = gw.config();
+    let roles = config.directory.roles_of(&user).to_vec();
+    let catalog = match load_catalog(&mut up, &config, &target.name, &roles).await {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = format!(
+                "vigil: cannot resolve the masked columns on {}: {e}",
+                target.name
+            );
+            let _ = write.write_all(&fatal("XX000", &msg)).await;
+            let _ = recorder.close(&msg).await;
+            return;
+        }
+    };
+    let ours = random_key();
+    if let Some(k) = upstream_key {
+        gw.pg.register(ours, (settings.clone(), k));
+    }
+    let mut hello = BytesMut::new();
+    hello.extend_from_slice(&backend::auth_ok());
+    for (k, v) in &params {
+        hello.extend_from_slice(&backend::parameter_status(k, v));
+    }
+    hello.extend_from_slice(&backend::backend_key_data(ours));
+    hello.extend_from_slice(&backend::ready_for_query(TransactionStatus::Idle));
+    let mut relay = Relay {
+        gw: gw.clone(),
+        target: target.name.clone(),
+        roles,
+        catalog: Arc::new(catalog),
+        masker: Masker::new(gw.pg.secret()),
+        settings,
+        recorder,
+        expects: VecDeque::new(),
+        statements: HashMap::new(),
+        portals: HashMap::new(),
+        sql_prepared: HashMap::new(),
+        cache: HashMap::new(),
+        max_rows: config
+            .file
+            .recording
+            .as_ref()
+            .and_then(|r| r.max_rows)
+            .unwrap_or(DEFAULT_MAX_ROWS),
+        status: TransactionStatus::Idle,
+        audit: session_audit.clone(),
+        catalog_stale: false,
+    };
+    let reason = if write.write_all(&hello).await.is_err() {
+        "client went away".to_string()
+    } else {
+        relay.pump(reader, write, &mut up).await
+    };
+    gw.pg.unregister(ours);
+    let _ = relay
+        .recorder
+        .record(Event::Exit(Exit {
+            status: None,
+            signal: None,
+            reason: Some(reason.clone()),
+        }))
+        .await;
+    gw.audit.record(AuditEvent {
+        action: "session.end".into(),
+        detail: Some(reason.clone()),
+        ..session_audit
+    });
+    let _ = relay.recorder.close(&reason).await;
+}
+
+fn random_key() -> BackendKey {
+    let mut b = [0u8; 8];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    let [p0, p1, p2, p3, s0, s1, s2, s3] = b;
+    BackendKey {
+        // A positive pid, as a server's would be.
+        pid: i32::from_be_bytes([p0 & 0x3f, p1, p2, p3]).max(1),
+        secret: i32::from_be_bytes([s0, s1, s2, s3]),
+    }
+}
+
+/// What vigil waits for from the target, in order.
+enum Expect {
+    /// A simple Query: everything up to ReadyForQuery. `refused`: the error that replaces the
+    /// target's.
+    Query(Box<Run>, Option<Bytes>),
+    Parse,
+    Bind,
+    Close,
+    /// The client's Describe: forwarded.
+    Describe,
+    /// vigil's own Describe of a portal: consumed.
+    OurDescribe(String),
+    Execute(Box<Run>),
+    Sync,
+    /// A refused Parse: the target's error is replaced with this one.
+    Refused(Bytes),
+}
+
+/// One statement (or Query string) on its way: what it was, how to mask its rows, what the
+/// client saw.
+struct Run {
+    sql: String,
+    params: Vec<Option<String>>,
+    started: Instant,
+    taints: Arc<Vec<OutputTaint>>,
+    index: usize,
+    plan: Arc<Vec<Option<ColumnMask>>>,
+    columns: Vec<String>,
+    rows: Vec<Vec<Option<String>>>,
+    count: u64,
+    truncated: bool,
+    decision: Decision,
+}
+
+impl Run {
+    fn new(sql: &str, taints: Arc<Vec<OutputTaint>>, decision: Decision) -> Run {
+        Run {
+            sql: sql.to_string(),
+            params: Vec::new(),
+            started: Instant::now(),
+            taints,
+            index: 0,
+            plan: Arc::new(Vec::new()),
+            columns: Vec::new(),
+            rows: Vec::new(),
+            count: 0,
+            truncated: false,
+            decision,
+        }
+    }
+
+    fn taint(&self) -> Option<&OutputTaint> {
+        self.taints.get(self.index)
+    }
+
+    fn references_masked(&self) -> bool {
+        self.taints.iter().any(|t| t.references_masked)
+    }
+}
+
+struct Prepared {
+    sql: String,
+    taints: Arc<Vec<OutputTaint>>,
+    decision: Decision,
+}
+
+struct Portal {
+    sql: String,
+    taints: Arc<Vec<OutputTaint>>,
+    params: Vec<Option<String>>,
+    plan: Arc<Vec<Option<ColumnMask>>>,
+    columns: Vec<String>,
+    decision: Decision,
+}
+
+struct Relay {
+    gw: Arc<Gateway>,
+    target: String,
+    roles: Vec<String>,
+    catalog: Arc<MaskCatalog>,
+    masker: Masker,
+    settings: UpstreamSettings,
+    recorder: Recorder,
+    expects: VecDeque<Expect>,
+    statements: HashMap<String, Prepared>,
+    portals: HashMap<String, Portal>,
+    /// SQL-level PREPARE name → the taint of the prepared query.
+    sql_prepared: HashMap<String, OutputTaint>,
+    cache: HashMap<String, (Decision, Arc<Vec<OutputTaint>>)>,
+    max_rows: u64,
+    status: TransactionStatus,
+    audit: AuditEvent,
+    catalog_stale: bool,
+}
+
+impl Relay {
+    /// Relays until either side ends; returns why.
+    async fn pump(
+        &mut self,
+        mut client: FramedRead<ReadHalf<Box<dyn ClientStream>>, FrontendCodec>,
+        mut out: WriteHalf<Box<dyn ClientStream>>,
+        up: &mut Up,
+    ) -> String {
+        let mut to_client = BytesMut::new();
+        loop {
+            tokio::select! {
+                m = client.next() => match m {
+                    None => return "client closed the connection".into(),
+                    Some(Err(e)) => {
+                        let _ = out.write_all(&backend::error_response(Severity::Fatal, "08P01", &format!("vigil: {e}"), None)).await;
+                        return format!("protocol error from the client: {e}");
+                    }
+                    Some(Ok(Frontend::Terminate { frame })) => {
+                        let _ = up.send(frame).await;
+                        return "client terminated the session".into();
+                    }
+                    Some(Ok(m)) => {
+                        if let Err(why) = self.on_client(m, up, &mut to_client).await {
+                            let _ = out.write_all(&to_client).await;
+                            return why;
+                        }
+                        if up.flush().await.is_err() {
+                            let _ = out.write_all(&backend::error_response(Severity::Fatal, "08006", "vigil: the target closed the connection", None)).await;
+                            return "target went away".into();
+                        }
+                    }
+                },
+                m = up.next() => {
+                    let m = match m {
+                        None => {
+                            let _ = out.write_all(&backend::error_response(Severity::Fatal, "08006", "vigil: the target closed the connection", None)).await;
+                            return "target closed the connection".into();
+                        }
+                        Some(Err(e)) => {
+                            let _ = out.write_all(&backend::error_response(Severity::Fatal, "08006", &format!("vigil: protocol error from the target: {e}"), None)).await;
+                            return format!("protocol error from the target: {e}");
+                        }
+                        Some(Ok(m)) => m,
+                    };
+                    if let Err(why) = self.on_target(m, &mut to_client).await {
+                        let _ = out.write_all(&to_client).await;
+                        return why;
+                    }
+                    // Drain what is already buffered before writing, up to 256 KiB.
+                    while to_client.len() < 256 << 10 {
+                        match futures::FutureExt::now_or_never(up.next()) {
+                            Some(Some(Ok(m))) => {
+                                if let Err(why) = self.on_target(m, &mut to_client).await {
+                                    let _ = out.write_all(&to_client).await;
+                                    return why;
+                                }
+                            }
+                            _ => break,
+                        }
+                    }
+                    if self.catalog_stale && self.expects.is_empty() && self.status != TransactionStatus::Failed {
+                        self.reload_catalog(up).await;
+                    }
+                }
+            }
+            if !to_client.is_empty() {
+                if out.write_all(&to_client).await.is_err() {
+                    return "client went away".into();
+                }
+                to_client.clear();
+            }
+        }
+    }
+
+    /// Decides about a statement string (cached by its text).
+    fn decide(&mut self, sql_text: &str) -> (Decision, Arc<Vec<OutputTaint>>) {
+        if let Some(hit) = self.cache.get(sql_text) {
+            return hit.clone();
+        }
+        let analysis = sql::analyze(sql_text);
+        let mut decision = self
+            .gw
+            .policy()
+            .check_sql(&self.roles, &self.target, analysis.as_ref());
+        let taints: Vec<OutputTaint> = if self.catalog.has_masks() {
+            mask::analyze_script(&self.catalog, sql_text)
+        } else {
+            Vec::new()
+        };
+        if decision.action == Action::Allow {
+            if let Some(r) = taints.iter().find_map(|t| t.refuse.as_ref()) {
+                decision = Decision {
+                    action: Action::Deny,
+                    rule: Some("masking".into()),
+                    message: r.to_string(),
+                    approvers: Vec::new(),
+                    incomplete: false,
+                };
+            }
+        }
+        if let Ok(a) = &analysis {
+            if a.statements.iter().any(|s| {
+                s.kinds.iter().any(|k| {
+                    k.starts_with("CREATE")
+                        || k.starts_with("ALTER")
+                        || k.starts_with("DROP")
+                        || k.starts_with("GRANT")
+                        || k.starts_with("REVOKE")
+                })
+            }) {
+                self.catalog_stale = true;
+            }
+        }
+        let entry = (decision, Arc::new(taints));
+        if self.cache.len() >= DECISION_CACHE || self.catalog_stale {
+            self.cache.clear();
+        }
+        if !self.catalog_stale {
+            self.cache.insert(sql_text.to_string(), entry.clone());
+        }
+        entry
+    }
+
+    fn refusal(&self, d: &Decision) -> Bytes {
+        backend::error_response(
+            Severity::Error,
+            "42501",
+            &format!("vigil: {}", d.user_message()),
+            None,
+        )
+    }
+
+    async fn record_refused(&self, sql_text: &str, d: &Decision) {
+        let _ = self
+            .recorder
+            .record(Event::Query(Query {
+                sql: sql_text.to_string(),
+                params: Vec::new(),
+                decision: recorded(d),
+                rule: d.rule.clone(),
+                duration_us: None,
+                rows: None,
+            }))
+            .await;
+        self.gw.audit.record(AuditEvent {
+            action: "command.deny".into(),
+            command: Some(sql_text.to_string()),
+            rule: d.rule.clone(),
+            detail: Some(d.message.clone()),
+            ..self.audit.clone()
+        });
+    }
+
+    async fn on_client(
+        &mut self,
+        m: Frontend,
+        up: &mut Up,
+        to_client: &mut BytesMut,
+    ) -> Result<(), String> {
+        let send = |up: &mut Up, frame: Bytes| {
+            // Fed into the sink's buffer; flushed once per client message.
+            let _ = futures::FutureExt::now_or_never(up.feed(frame));
+        };
+        match m {
+            Frontend::Query { frame, sql: text } => {
+                let (d, taints) = self.decide(&text);
+                if d.action != Action::Allow {
+                    self.record_refused(&text, &d).await;
+                    let err = self.refusal(&d);
+                    up.feed(frame_query(REFUSED_SQL))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    self.expects.push_back(Expect::Query(
+                        Box::new(Run::new(&text, taints, d)),
+                        Some(err),
+                    ));
+                } else {
+                    self.note_sql_prepare(&text, &taints);
+                    up.feed(frame).await.map_err(|e| e.to_string())?;
+                    self.expects
+                        .push_back(Expect::Query(Box::new(Run::new(&text, taints, d)), None));
+                }
+            }
+            Frontend::Parse {
+                frame,
+                name,
+                sql: text,
+                ..
+            } => {
+                let (d, taints) = self.decide(&text);
+                if d.action != Action::Allow {
+                    self.record_refused(&text, &d).await;
+                    let err = self.refusal(&d);
+                    up.feed(frame_parse(&name, REFUSED_SQL))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    self.expects.push_back(Expect::Refused(err));
+                } else {
+                    up.feed(frame).await.map_err(|e| e.to_string())?;
+                    self.expects.push_back(Expect::Parse);
+                }
+                self.statements.insert(
+                    name,
+                    Prepared {
+                        sql: text,
+                        taints,
+                        decision: d,
+                    },
+                );
+            }
+            Frontend::Bind {
+                frame,
+                portal,
+                statement,
+                params,
+                param_formats,
+                ..
+            } => {
+                up.feed(frame).await.map_err(|e| e.to_string())?;
+                self.expects.push_back(Expect::Bind);
+                let (sql_text, taints, decision) = match self.statements.get(&statement) {
+                    Some(p) => (p.sql.clone(), p.taints.clone(), p.decision.clone()),
+                    None => (String::new(), Arc::new(Vec::new()), Decision::allow()),
+                };
+                let params = params
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        let binary = match param_formats.len() {
+                            0 => false,
+                            1 => param_formats.first() == Some(&1),
+                            _ => param_formats.get(i) == Some(&1),
+                        };
+                        v.as_ref().map(|b| show(b, binary))
+                    })
+                    .collect();
+                self.portals.insert(
+                    portal.clone(),
+                    Portal {
+                        sql: sql_text,
+                        taints,
+                        params,
+                        plan: Arc::new(Vec::new()),
+                        columns: Vec::new(),
+                        decision,
+                    },
+                );
+                // vigil's own Describe: the portal's columns, origins and formats.
+                send(up, frame_describe_portal(&portal));
+                self.expects.push_back(Expect::OurDescribe(portal));
+            }
+            Frontend::Describe { frame, .. } => {
+                up.feed(frame).await.map_err(|e| e.to_string())?;
+                self.expects.push_back(Expect::Describe);
+            }
+            Frontend::Execute { frame, portal, .. } => {
+                up.feed(frame).await.map_err(|e| e.to_string())?;
+                let run = match self.portals.get(&portal) {
+                    Some(p) => {
+                        let mut r = Run::new(&p.sql, p.taints.clone(), p.decision.clone());
+                        r.params = p.params.clone();
+                        r.plan = p.plan.clone();
+                        r.columns = p.columns.clone();
+                        r
+                    }
+                    None => Run::new("", Arc::new(Vec::new()), Decision::allow()),
+                };
+                self.expects.push_back(Expect::Execute(Box::new(run)));
+            }
+            Frontend::Close {
+                frame,
+                target,
+                name,
+            } => {
+                up.feed(frame).await.map_err(|e| e.to_string())?;
+                match target {
+                    Kind::Statement => self.statements.remove(&name),
+                    Kind::Portal => {
+                        self.portals.remove(&name);
+                        None
+                    }
+                };
+                self.expects.push_back(Expect::Close);
+            }
+            Frontend::Sync { frame } => {
+                up.feed(frame).await.map_err(|e| e.to_string())?;
+                self.expects.push_back(Expect::Sync);
+            }
+            Frontend::Flush { frame }
+            | Frontend::CopyData { frame }
+            | Frontend::CopyDone { frame }
+            | Frontend::CopyFail { frame, .. } => {
+                up.feed(frame).await.map_err(|e| e.to_string())?;
+            }
+            Frontend::FunctionCall { function_oid, .. } => {
+                // The fast-path call runs a function by oid, outside any statement policy sees.
+                let d = Decision {
+                    action: Action::Deny,
+                    rule: None,
+                    message: format!("the fast-path function call interface (function {function_oid}) is not allowed through vigil"),
+                    approvers: Vec::new(),
+                    incomplete: false,
+                };
+                self.record_refused(&format!("<function call {function_oid}>"), &d)
+                    .await;
+                let err = self.refusal(&d);
+                up.feed(frame_query(REFUSED_SQL))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.expects.push_back(Expect::Query(
+                    Box::new(Run::new("", Arc::new(Vec::new()), d)),
+                    Some(err),
+                ));
+            }
+            Frontend::AuthResponse { .. } => {
+                to_client.extend_from_slice(&backend::error_response(
+                    Severity::Fatal,
+                    "08P01",
+                    "vigil: unexpected authentication message",
+                    None,
+                ));
+                return Err(
+                    "protocol error from the client: authentication message in session".into(),
+                );
+            }
+            Frontend::Terminate { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Remembers the columns of SQL-level PREPARE statements for their EXECUTE.
+    fn note_sql_prepare(&mut self, _text: &str, taints: &Arc<Vec<OutputTaint>>) {
+        for t in taints.iter() {
+            if let Some(mask::Named::Prepare(name)) = &t.named {
+                self.sql_prepared.insert(name.clone(), t.clone());
+            }
+        }
+    }
+
+    /// The masks for a row description: the catalog's by column origin, combined with the
+    /// statement's taint; the stronger wins.
+    fn plan(
+        &self,
+        fields: &[FieldDescription],
+        taint: Option<&OutputTaint>,
+    ) -> Vec<Option<ColumnMask>> {
+        if !self.catalog.has_masks() {
+            return Vec::new();
+        }
+        let n = fields.len();
+        let execute_taint = taint.and_then(|t| match &t.named {
+            Some(mask::Named::Execute(name)) => self.sql_prepared.get(name),
+            _ => None,
+        });
+        let taint = execute_taint.or(taint);
+        fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let by_origin = if f.table_oid != 0 {
+                    match self.catalog.relation(f.table_oid) {
+                        Some(_) => self.catalog.origin_mask(f.table_oid, f.column_id),
+                        // A relation vigil has not described: as strong as any mask.
+                        None => self.catalog.strongest(),
+                    }
+                } else {
+                    None
+                };
+                let by_taint = match taint {
+                    Some(t) => t.column(i, n).method(),
+                    // No analysis for this result: mask what cannot be placed.
+                    None if f.table_oid == 0 => self.catalog.strongest(),
+                    None => None,
+                };
+                by_origin.max(by_taint).map(|method| ColumnMask {
+                    method,
+                    type_oid: f.type_oid,
+                    binary: f.format == 1,
+                })
+            })
+            .collect()
+    }
+
+    async fn on_target(&mut self, m: Backend, to_client: &mut BytesMut) -> Result<(), String> {
+        match m {
+            Backend::ParseComplete { frame }
+            | Backend::BindComplete { frame }
+            | Backend::CloseComplete { frame } => {
+                self.expects.pop_front();
+                to_client.extend_from_slice(&frame);
+            }
+            Backend::ParameterDescription { frame, .. } => to_client.extend_from_slice(&frame),
+            Backend::RowDescription { frame, fields } => match self.expects.front_mut() {
+                Some(Expect::OurDescribe(portal)) => {
+                    let portal = portal.clone();
+                    self.expects.pop_front();
+                    let taint = self
+                        .portals
+                        .get(&portal)
+                        .and_then(|p| p.taints.first().cloned());
+                    let plan = Arc::new(self.plan(&fields, taint.as_ref()));
+                    if let Some(p) = self.portals.get_mut(&portal) {
+                        p.plan = plan.clone();
+                        p.columns = fields.iter().map(|f| f.name.clone()).collect();
+                    }
+                    // An Execute of this portal may already be queued.
+                    for e in self.expects.iter_mut() {
+                        if let Expect::Execute(run) = e {
+                            if run.plan.is_empty() && run.columns.is_empty() {
+                                run.plan = plan.clone();
+                                run.columns = fields.iter().map(|f| f.name.clone()).collect();
+                            }
+                        }
+                    }
+                }
+                Some(Expect::Query(..)) => {
+                    let taint = match self.expects.front() {
+                        Some(Expect::Query(run, _)) => run.taint().cloned(),
+                        _ => None,
+                    };
+                    let plan = self.plan(&fields, taint.as_ref());
+                    if let Some(Expect::Query(run, _)) = self.expects.front_mut() {
+                        run.plan = Arc::new(plan);
+                        run.columns = fields.iter().map(|f| f.name.clone()).collect();
+                    }
+                    to_client.extend_from_slice(&frame);
+                }
+                Some(Expect::Describe) => {
+                    self.expects.pop_front();
+                    to_client.extend_from_slice(&frame);
+                }
+                _ => to_client.extend_from_slice(&frame),
+            },
+            Backend::NoData { frame } => match self.expects.front() {
+                Some(Expect::OurDescribe(_)) => {
+                    self.expects.pop_front();
+                }
+                _ => {
+                    if matches!(self.expects.front(), Some(Expect::Describe)) {
+                        self.expects.pop_front();
+                    }
+                    to_client.extend_from_slice(&frame);
+                }
+            },
+            Backend::DataRow(row) => {
+                let max_rows = self.max_rows;
+                let run = match self.expects.front_mut() {
+                    Some(Expect::Query(run, _)) | Some(Expect::Execute(run)) => run,
+                    _ => {
+                        return Err("the target sent rows vigil cannot place; the session is closed so that nothing passes unmasked".into());
+                    }
+                };
+                let frame = row.frame().clone();
+                let out = if run.plan.iter().any(Option::is_some) {
+                    let body = frame.get(5..).unwrap_or_default();
+                    match self.masker.rewrite_data_row(body, &run.plan) {
+                        Ok(b) => {
+                            let mut f = BytesMut::with_capacity(b.len() + 5);
+                            f.extend_from_slice(b"D");
+                            f.extend_from_slice(&((b.len() + 4) as i32).to_be_bytes());
+                            f.extend_from_slice(&b);
+                            f.freeze()
+                        }
+                        Err(e) => return Err(format!("cannot mask a row: {e}")),
+                    }
+                } else {
+                    frame
+                };
+                run.count += 1;
+                if run.count <= max_rows {
+                    if let Ok(Backend::DataRow(masked)) = backend::parse_frame(out.clone()) {
+                        let binary: Vec<bool> = run
+                            .plan
+                            .iter()
+                            .map(|p| p.is_some_and(|m| m.binary))
+                            .collect();
+                        run.rows.push(
+                            masked
+                                .values()
+                                .enumerate()
+                                .map(|(i, v)| {
+                                    v.map(|b| show(b, binary.get(i).copied().unwrap_or(false)))
+                                })
+                                .collect(),
+                        );
+                    }
+                } else {
+                    run.truncated = true;
+                }
+                to_client.extend_from_slice(&out);
+            }
+            Backend::CommandComplete { frame, tag } => {
+                self.finish_statement(Some(&tag)).await;
+                to_client.extend_from_slice(&frame);
+            }
+            Backend::EmptyQueryResponse { frame } | Backend::PortalSuspended { frame } => {
+                self.finish_statement(None).await;
+                to_client.extend_from_slice(&frame);
+            }
+            Backend::CopyOutResponse { frame, copy } => {
+                let masked = match self.expects.front_mut() {
+                    Some(Expect::Query(run, _)) | Some(Expect::Execute(run)) => {
+                        let n = copy.column_formats.len();
+                        let t = run.taint();
+                        let plan: Vec<Option<ColumnMask>> = (0..n)
+                            .map(|i| {
+                                let m = match t {
+                                    Some(t) => t.column(i, n).method(),
+                                    None => self.catalog.strongest(),
+                                };
+                                m.map(|method| ColumnMask {
+                                    method,
+                                    type_oid: super::masker::oid::TEXT,
+                                    binary: false,
+                                })
+                            })
+                            .collect();
+                        run.plan = Arc::new(plan);
+                        run.plan.iter().any(Option::is_some)
+                    }
+                    _ => self.catalog.has_masks(),
+                };
+                if masked && copy.format != 0 {
+                    return Err("binary COPY of masked columns: the session is closed".into());
+                }
+                to_client.extend_from_slice(&frame);
+            }
+            Backend::CopyData { frame } => {
+                let out = match self.expects.front() {
+                    Some(Expect::Query(run, _)) | Some(Expect::Execute(run))
+                        if run.plan.iter().any(Option::is_some) =>
+                    {
+                        let options = run.taint().and_then(|t| t.copy.clone());
+                        let Some(options) = options else {
+                            return Err("COPY of masked columns in a format vigil cannot read: the session is closed".into());
+                        };
+                        let line = frame.get(5..).unwrap_or_default();
+                        match self.masker.rewrite_copy_row(line, &run.plan, &options) {
+                            Ok(b) => {
+                                let mut f = BytesMut::with_capacity(b.len() + 5);
+                                f.extend_from_slice(b"d");
+                                f.extend_from_slice(&((b.len() + 4) as i32).to_be_bytes());
+                                f.extend_from_slice(&b);
+                                f.freeze()
+                            }
+                            Err(e) => return Err(format!("cannot mask a COPY row: {e}")),
+                        }
+                    }
+                    _ => frame,
+                };
+                to_client.extend_from_slice(&out);
+            }
+            Backend::CopyInResponse { frame, .. }
+            | Backend::CopyBothResponse { frame, .. }
+            | Backend::CopyDone { frame }
+            | Backend::ParameterStatus { frame, .. }
+            | Backend::NotificationResponse { frame, .. } => to_client.extend_from_slice(&frame),
+            Backend::NoticeResponse { frame, fields } => {
+                let redact = match self.expects.front() {
+                    Some(Expect::Query(run, _)) | Some(Expect::Execute(run)) => {
+                        run.references_masked()
+                    }
+                    _ => false,
+                };
+                if redact {
+                    to_client.extend_from_slice(&backend::notice_response(
+                        Severity::Notice,
+                        fields.code(),
+                        "vigil: a notice was withheld: the statement reads masked columns",
+                        None,
+                    ));
+                } else {
+                    to_client.extend_from_slice(&frame);
+                }
+            }
+            Backend::ErrorResponse { frame, fields } => {
+                self.on_error(frame, fields, to_client).await;
+            }
+            Backend::ReadyForQuery { frame, status } => {
+                self.status = status;
+                if let Some(Expect::Query(run, refused)) = self.expects.front() {
+                    if refused.is_none() {
+                        self.record_query(run, None).await;
+                    }
+                }
+                if matches!(self.expects.front(), Some(Expect::Sync | Expect::Query(..))) {
+                    self.expects.pop_front();
+                }
+                to_client.extend_from_slice(&frame);
+            }
+            Backend::Authentication { .. }
+            | Backend::BackendKeyData { .. }
+            | Backend::NegotiateProtocolVersion { .. } => {
+                return Err(
+                    "the target sent a startup message in the middle of the session".into(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_error(
+        &mut self,
+        frame: Bytes,
+        fields: backend::ErrorFields,
+        to_client: &mut BytesMut,
+    ) {
+        let _ = self
+            .recorder
+            .record(Event::Error(ErrorEvent {
+                message: fields.message().to_string(),
+                code: Some(fields.code().to_string()),
+            }))
+            .await;
+        let masked_statement = match self.expects.front() {
+            Some(Expect::Query(run, _)) | Some(Expect::Execute(run)) => run.references_masked(),
+            _ => false,
+        };
+        let redacted = || {
+            backend::error_response(
+                Severity::Error,
+                fields.code(),
+                "vigil: the error message was withheld: the statement reads masked columns",
+                None,
+            )
+        };
+        match self.expects.front_mut() {
+            Some(Expect::Query(run, refused)) => {
+                match refused.take() {
+                    Some(err) => to_client.extend_from_slice(&err),
+                    None if masked_statement => to_client.extend_from_slice(&redacted()),
+                    None => to_client.extend_from_slice(&frame),
+                }
+                // The Query is refused or failed: ReadyForQuery ends it, nothing else runs.
+                run.index = usize::MAX;
+            }
+            Some(Expect::Sync) | None => to_client.extend_from_slice(&frame),
+            Some(_) => {
+                match self.expects.pop_front() {
+                    Some(Expect::Refused(err)) => to_client.extend_from_slice(&err),
+                    _ if masked_statement => to_client.extend_from_slice(&redacted()),
+                    _ => to_client.extend_from_slice(&frame),
+                }
+                // The target skips everything up to the next Sync.
+                while self
+                    .expects
+                    .front()
+                    .is_some_and(|e| !matches!(e, Expect::Sync))
+                {
+                    self.expects.pop_front();
+                }
+            }
+        }
+    }
+
+    /// A statement finished (CommandComplete, EmptyQueryResponse, PortalSuspended): records its
+    /// rows as the client saw them.
+    async fn finish_statement(&mut self, tag: Option<&str>) {
+        let Some(front) = self.expects.front_mut() else {
+            return;
+        };
+        let (run, execute) = match front {
+            Expect::Query(run, _) => (run, false),
+            Expect::Execute(run) => (run, true),
+            _ => return,
+        };
+        let rows = Rows {
+            columns: std::mem::take(&mut run.columns),
+            rows: std::mem::take(&mut run.rows),
+            truncated: run.truncated,
+        };
+        let count = run.count;
+        run.count = 0;
+        run.truncated = false;
+        run.index = run.index.saturating_add(1);
+        run.plan = Arc::new(Vec::new());
+        let _ = tag;
+        if !rows.rows.is_empty() || !rows.columns.is_empty() {
+            let _ = self.recorder.record(Event::Rows(rows)).await;
+        }
+        if execute {
+            if let Some(Expect::Execute(run)) = self.expects.pop_front() {
+                self.record_query(&run, Some(count)).await;
+            }
+        }
+    }
+
+    async fn record_query(&self, run: &Run, rows: Option<u64>) {
+        let _ = self
+            .recorder
+            .record(Event::Query(Query {
+                sql: run.sql.clone(),
+                params: run.params.clone(),
+                decision: recorded(&run.decision),
+                rule: run.decision.rule.clone(),
+                duration_us: Some(run.started.elapsed().as_micros() as u64),
+                rows,
+            }))
+            .await;
+    }
+
+    /// Re-reads the masked columns after DDL (when the session is idle between statements).
+    async fn reload_catalog(&mut self, up: &mut Up) {
+        self.catalog_stale = false;
+        let config = self.gw.config();
+        if let Ok(c) = load_catalog(up, &config, &self.target, &self.roles).await {
+            self.catalog = Arc::new(c);
+        }
+        self.cache.clear();
+        let _ = &self.settings;
+    }
+}
+
+fn recorded(d: &Decision) -> Recorded {
+    match d.action {
+        Action::Allow => Recorded::Allow,
+        Action::Deny => Recorded::Deny,
+        Action::Review => Recorded::Review,
+    }
+}
+
+/// A value for the recording: text as text, binary as `\x` hex.
+fn show(b: &[u8], binary: bool) -> String {
+    if binary {
+        format!("\\x{}", hex::encode(b))
+    } else {
+        String::from_utf8_lossy(b).into_owned()
+    }
+}
+
+fn frame_query(sql_text: &str) -> Bytes {
+    super::wire::frontend::query(sql_text).unwrap_or_default()
+}
+
+fn frame_parse(name: &str, sql_text: &str) -> Bytes {
+    let mut b = BytesMut::new();
+    let _ = postgres_protocol::message::frontend::parse(name, sql_text, std::iter::empty(), &mut b);
+    b.freeze()
+}
+
+fn frame_describe_portal(portal: &str) -> Bytes {
+    let mut b = BytesMut::new();
+    let _ = postgres_protocol::message::frontend::describe(b'P', portal, &mut b);
+    b.freeze()
+}
+
+/// Runs one catalog query on the target (simple protocol) and returns its rows as text.
+async fn simple_rows(up: &mut Up, sql_text: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+    up.send(frame_query(sql_text))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    let mut error = None;
+    loop {
+        match up.next().await {
+            None => return Err("the target closed the connection".into()),
+            Some(Err(e)) => return Err(e.to_string()),
+            Some(Ok(Backend::DataRow(r))) => rows.push(
+                r.values()
+                    .map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned()))
+                    .collect(),
+            ),
+            Some(Ok(Backend::ErrorResponse { fields, .. })) => error = Some(fields.to_string()),
+            Some(Ok(Backend::ReadyForQuery { .. })) => break,
+            Some(Ok(_)) => {}
+        }
+    }
+    match error {
+        Some(e) => Err(e),
+        None => Ok(rows),
+    }
+}
+
+/// A relation being read from the catalog: oid, schema, name, is-a-view, columns.
+type RelRows = (u32, String, String, bool, Vec<(i16, String)>);
+
+/// Resolves the masks that apply to this user on this target: the masked columns' tables, every
+/// user relation's columns (for `*`), views (their columns derived from masked ones), and the
+/// user-defined functions (whose bodies may read masked tables).
+async fn load_catalog(
+    up: &mut Up,
+    config: &crate::config::Config,
+    target: &str,
+    roles: &[String],
+) -> Result<MaskCatalog, String> {
+    let mut catalog = MaskCatalog::new();
+    let masks: Vec<(String, Method)> = config
+        .file
+        .masks
+        .iter()
+        .filter(|m| m.target == target && !m.except_roles.iter().any(|r| roles.contains(r)))
+        .flat_map(|m| {
+            let method = m.method.parse::<Method>().unwrap_or(Method::Null);
+            m.columns.iter().map(move |c| (c.clone(), method))
+        })
+        .collect();
+    if masks.is_empty() {
+        return Ok(catalog);
+    }
+    let mut table_names = Vec::new();
+    for (c, method) in &masks {
+        let mut parts = c.splitn(3, '.');
+        if let (Some(s), Some(t), Some(col)) = (parts.next(), parts.next(), parts.next()) {
+            catalog.add_mask(s, t, col, *method);
+            table_names.push(t.to_string());
+        }
+    }
+    const SYSTEM: &str =
+        "n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg_toast%'";
+    let rels = simple_rows(
+        up,
+        &format!(
+            "select c.oid, n.nspname, c.relname, c.relkind, a.attnum, a.attname \
+             from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+             join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped \
+             where c.relkind in ('r','v','m','p','f') and {SYSTEM} order by c.oid, a.attnum"
+        ),
+    )
+    .await?;
+    let mut current: Option<RelRows> = None;
+    let flush = |catalog: &mut MaskCatalog, cur: Option<RelRows>| {
+        if let Some((oid, schema, name, view, cols)) = cur {
+            if view {
+                catalog.add_view(oid, &schema, &name, cols);
+            } else {
+                catalog.add_table(oid, &schema, &name, cols);
+            }
+        }
+    };
+    for r in rels {
+        let get = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+        let oid: u32 = get(0).parse().unwrap_or(0);
+        let attnum: i16 = get(4).parse().unwrap_or(0);
+        if current.as_ref().map(|c| c.0) != Some(oid) {
+            flush(&mut catalog, current.take());
+            let kind = get(3);
+            current = Some((oid, get(1), get(2), kind == "v" || kind == "m", Vec::new()));
+        }
+        if let Some(c) = current.as_mut() {
+            c.4.push((attnum, get(5)));
+        }
+    }
+    flush(&mut catalog, current.take());
+    let views = simple_rows(
+        up,
+        &format!(
+            "select c.oid, pg_get_viewdef(c.oid) from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+             where c.relkind in ('v','m') and {SYSTEM}"
+        ),
+    )
+    .await?;
+    let defs: Vec<(u32, String)> = views
+        .into_iter()
+        .filter_map(|r| {
+            let oid = r.first()?.as_ref()?.parse().ok()?;
+            let def = r.get(1)?.clone()?;
+            Some((oid, def))
+        })
+        .collect();
+    let refs: Vec<(u32, &str)> = defs.iter().map(|(o, d)| (*o, d.as_str())).collect();
+    catalog.derive_view_masks(&refs);
+    let funcs = simple_rows(
+        up,
+        &format!(
+            "select n.nspname, p.proname, l.lanname, p.prosrc from pg_proc p \
+             join pg_namespace n on n.oid = p.pronamespace join pg_language l on l.oid = p.prolang \
+             where {SYSTEM}"
+        ),
+    )
+    .await?;
+    for f in funcs {
+        let get = |i: usize| f.get(i).cloned().flatten().unwrap_or_default();
+        let (schema, name, lang, body) = (get(0), get(1), get(2), get(3).to_lowercase());
+        let reads = table_names.iter().any(|t| body.contains(&t.to_lowercase()))
+            || body.contains("execute")
+            || !matches!(lang.as_str(), "sql" | "plpgsql" | "c" | "internal");
+        let risk = if reads {
+            FunctionRisk::ReadsMasked
+        } else {
+            FunctionRisk::Opaque
+        };
+        catalog.add_function(&schema, &name, risk);
+    }
+    Ok(catalog)
+}

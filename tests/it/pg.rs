@@ -1,0 +1,344 @@
+//! The Postgres bastion end to end: real `psql` and tokio-postgres through vigil (in-process on
+//! 127.0.0.1:0) to a real PostgreSQL 15 started by the harness.
+
+use std::{process::Command, time::Duration};
+
+use vigil::{config::Config, pg::scram::Verifier};
+
+use crate::{
+    harness::{run, Env},
+    pgserver::{Auth, PgServer, DATABASE, PASSWORD, USER},
+};
+
+const ALICE_PW: &str = "alice-pw";
+const ERIN_PW: &str = "erin-pw";
+
+pub struct PgBastion {
+    pub env: Env,
+    pub server: PgServer,
+    pub port: u16,
+    running: Option<vigil::daemon::Running>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl PgBastion {
+    /// Users alice (engineer: masked, DROP and DELETE-without-WHERE denied) and erin (auditor:
+    /// exempt from masks) on target `appdb`, a real PostgreSQL with `users` and `orders`.
+    pub fn start() -> PgBastion {
+        let env = Env::new();
+        let server = PgServer::start(Auth::ScramSha256, false);
+        let direct = format!(
+            "host=127.0.0.1 port={} user={USER} dbname={DATABASE} sslmode=disable",
+            server.port
+        );
+        let (code, _, err) = run(Command::new("psql")
+            .env("PGPASSWORD", PASSWORD)
+            .args([&direct, "-v", "ON_ERROR_STOP=1", "-qc"])
+            .arg(
+                "create table users (id int primary key, name text, email text, ssn text);\
+                 insert into users values (1, 'ann', 'ann@example.com', '123-45-6789'), (2, 'bo', 'bo@example.com', '987-65-4321');\
+                 create table orders (id int, user_id int, total numeric);\
+                 insert into orders values (10, 1, 9.5);\
+                 create view v_users as select id, upper(ssn) as s, name from users;",
+            ));
+        assert_eq!(code, 0, "{err}");
+        std::env::set_var("VIGIL_TEST_APPDB_PASSWORD", PASSWORD);
+        let alice = Verifier::generate(ALICE_PW, 4096).unwrap().to_postgres();
+        let erin = Verifier::generate(ERIN_PW, 4096).unwrap().to_postgres();
+        let text = format!(
+            r#"
+[listen]
+postgres = "127.0.0.1:0"
+[server]
+host_key = "state/host_ed25519"
+[recording]
+store = "store"
+recipients = ["{rcpt}"]
+spool = "state/spool"
+flush_interval = "200ms"
+[[user]]
+name = "alice"
+roles = ["engineer"]
+password = "{alice}"
+[[user]]
+name = "erin"
+roles = ["auditor"]
+password = "{erin}"
+[[target]]
+name = "appdb"
+protocol = "postgres"
+address = "{addr}"
+database = "{DATABASE}"
+user = "{USER}"
+password_env = "VIGIL_TEST_APPDB_PASSWORD"
+[[role]]
+name = "engineer"
+targets = ["appdb"]
+[[role]]
+name = "auditor"
+targets = ["appdb"]
+[[rule]]
+name = "no-destructive-sql"
+targets = ["appdb"]
+sql = ["DROP", "TRUNCATE", "DELETE without WHERE", "UPDATE without WHERE"]
+action = "deny"
+message = "destructive statements are blocked"
+[[mask]]
+target = "appdb"
+columns = ["public.users.email", "public.users.ssn"]
+method = "redact"
+except_roles = ["auditor"]
+"#,
+            rcpt = env.secret.public(),
+            addr = server.address(),
+        );
+        let config =
+            Config::parse(&text, env.dir.path()).unwrap_or_else(|p| panic!("test config: {p:?}"));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let running = rt.block_on(vigil::daemon::start(config)).unwrap();
+        let port = running.postgres.unwrap().port();
+        PgBastion {
+            env,
+            server,
+            port,
+            running: Some(running),
+            rt,
+        }
+    }
+
+    pub fn conninfo(&self, user: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} dbname=appdb sslmode=disable",
+            self.port
+        )
+    }
+
+    /// psql as `user` with `password`: (exit code, stdout, stderr).
+    pub fn psql(&self, user: &str, password: &str, sql: &str) -> (i32, String, String) {
+        run(Command::new("psql").env("PGPASSWORD", password).args([
+            &self.conninfo(user),
+            "-At",
+            "-c",
+            sql,
+        ]))
+    }
+
+    pub fn store(&self) -> String {
+        self.env.path("store").display().to_string()
+    }
+}
+
+impl Drop for PgBastion {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            self.rt.block_on(r.shutdown(Duration::from_secs(10)));
+        }
+        if !std::thread::panicking() {
+            let (code, out, err) = run(crate::harness::vigil()
+                .args(["verify", "--all", "--store", &self.store(), "--key"])
+                .arg(self.env.key_path()));
+            assert_eq!(code, 0, "recordings do not verify: {out}{err}");
+        }
+    }
+}
+
+#[test]
+fn psql_queries_denylist_and_scram() {
+    let b = PgBastion::start();
+    let (code, out, err) = b.psql("alice", ALICE_PW, "select id, name from users order by id");
+    assert_eq!((code, out.as_str()), (0, "1|ann\n2|bo\n"), "{err}");
+    // Wrong password and unknown user: the same refusal.
+    let (code, _, err) = b.psql("alice", "nope", "select 1");
+    assert_ne!(code, 0);
+    assert!(err.contains("password authentication failed"), "{err}");
+    let (code, _, err) = b.psql("mallory", "nope", "select 1");
+    assert_ne!(code, 0);
+    assert!(err.contains("password authentication failed"), "{err}");
+    // Denied statements get 42501 with the rule's message; their benign twins run.
+    for sql in [
+        "drop table orders",
+        "DROP TABLE public.orders",
+        "delete from orders",
+        "delete from orders where true",
+        "select 1; drop table orders",
+        "with d as (delete from orders returning *) select * from d",
+        "truncate orders",
+    ] {
+        let (code, _, err) = b.psql("alice", ALICE_PW, sql);
+        assert_ne!(code, 0, "{sql} was not refused");
+        assert!(
+            err.contains("destructive statements are blocked"),
+            "{sql}: {err}"
+        );
+    }
+    let (code, out, err) = b.psql(
+        "alice",
+        ALICE_PW,
+        "delete from orders where id = 99; select count(*) from orders",
+    );
+    assert_eq!((code, out.as_str()), (0, "DELETE 0\n1\n"), "{err}");
+    // The session stays usable after a refusal.
+    let (_, out, err) = b.psql("alice", ALICE_PW, "select 'a'");
+    assert_eq!(out.trim(), "a", "{err}");
+    let mut c = Command::new("psql");
+    c.env("PGPASSWORD", ALICE_PW).args([
+        &b.conninfo("alice"),
+        "-At",
+        "-c",
+        "drop table orders",
+        "-c",
+        "select 'still-here'",
+    ]);
+    let (_, out, err) = run(&mut c);
+    assert!(out.contains("still-here"), "{out}{err}");
+}
+
+#[test]
+fn masked_columns_never_leave_unmasked() {
+    let b = PgBastion::start();
+    let leaks =
+        |out: &str| out.contains("6789") || out.contains("4321") || out.contains("@example.com");
+    for sql in [
+        "select ssn from users",
+        "select ssn as x from users",
+        "select * from users",
+        "select u.* from users u",
+        "select upper(ssn) from users",
+        "select ssn || '' from users",
+        "select ssn::varchar from users",
+        "select (select ssn from users limit 1)",
+        "select x from (select ssn as x from users) s",
+        "with c as (select email from users) select * from c",
+        "select row_to_json(u) from users u",
+        "select s from v_users",
+        "select name from users union select ssn from users",
+        "select string_agg(ssn, ',') from users",
+        "copy users to stdout",
+        "copy (select email from users) to stdout",
+    ] {
+        let (code, out, err) = b.psql("alice", ALICE_PW, sql);
+        assert!(!leaks(&out), "{sql} leaked: {out}");
+        assert!(!leaks(&err), "{sql} leaked in an error: {err}");
+        let _ = code;
+    }
+    // Benign twins stay as they are.
+    let (_, out, _) = b.psql("alice", ALICE_PW, "select count(*), max(id) from users");
+    assert_eq!(out.trim(), "2|2");
+    let (_, out, _) = b.psql("alice", ALICE_PW, "select name from users order by id");
+    assert_eq!(out, "ann\nbo\n");
+    let (_, out, _) = b.psql("alice", ALICE_PW, "select ssn from users order by id");
+    assert_eq!(out, "****\n****\n");
+    // The auditor is exempt.
+    let (_, out, _) = b.psql("erin", ERIN_PW, "select ssn from users order by id");
+    assert_eq!(out, "123-45-6789\n987-65-4321\n");
+}
+
+#[test]
+fn extended_protocol_binary_and_cancel_with_tokio_postgres() {
+    let b = PgBastion::start();
+    let conninfo = format!("{} password={ALICE_PW}", b.conninfo("alice"));
+    b.rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        // Parameters, binary results: text columns masked type-correctly.
+        let rows = client
+            .query("select id, name, ssn from users where id = $1", &[&1i32])
+            .await
+            .unwrap();
+        let (id, name, ssn): (i32, String, String) =
+            (rows[0].get(0), rows[0].get(1), rows[0].get(2));
+        assert_eq!((id, name.as_str(), ssn.as_str()), (1, "ann", "****"));
+        // A prepared statement reused.
+        let st = client
+            .prepare("select email from users where id = $1")
+            .await
+            .unwrap();
+        for i in [1i32, 2] {
+            let r = client.query_one(&st, &[&i]).await.unwrap();
+            let email: String = r.get(0);
+            assert!(!email.contains('@'), "{email}");
+        }
+        // A refused statement: 42501, and the connection goes on.
+        let err = client.execute("drop table orders", &[]).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{err}"
+        );
+        let r = client
+            .query_one("select count(*) from orders", &[])
+            .await
+            .unwrap();
+        let n: i64 = r.get(0);
+        assert_eq!(n, 1);
+        // Cancel: vigil's key maps to the target's.
+        let token = client.cancel_token();
+        let sleeper = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            token.cancel_query(tokio_postgres::NoTls).await
+        });
+        let err = client
+            .execute("select pg_sleep(30)", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+            "{err}"
+        );
+        sleeper.await.unwrap().unwrap();
+        let r = client.query_one("select 1::int4", &[]).await.unwrap();
+        let one: i32 = r.get(0);
+        assert_eq!(one, 1);
+    });
+}
+
+#[test]
+fn malformed_messages_get_an_error_and_the_bastion_keeps_serving() {
+    use std::io::{Read, Write};
+    let b = PgBastion::start();
+    for junk in [
+        &b"\x00\x00\x00\x08\x00\x09\x00\x00"[..], // protocol 9.0
+        &b"\x00\x00\x00\x02"[..],                 // length below the minimum
+        &b"\x7f\xff\xff\xff\x00\x03\x00\x00"[..], // 2 GiB startup packet
+    ] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", b.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(junk).unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        assert!(buf.is_empty() || buf[0] == b'E', "{buf:?}");
+    }
+    let (code, out, err) = b.psql("alice", ALICE_PW, "select 'alive'");
+    assert_eq!((code, out.trim()), (0, "alive"), "{err}");
+}
+
+#[test]
+fn a_target_that_dies_mid_query_gives_the_client_an_error() {
+    let mut b = PgBastion::start();
+    let conninfo = format!("{} password={ALICE_PW}", b.conninfo("alice"));
+    let (client, conn) =
+        b.rt.block_on(tokio_postgres::connect(&conninfo, tokio_postgres::NoTls))
+            .unwrap();
+    b.rt.spawn(conn);
+    let query =
+        b.rt.spawn(async move { client.simple_query("select pg_sleep(30)").await });
+    std::thread::sleep(Duration::from_millis(700));
+    b.server.kill();
+    let result = b.rt.block_on(query).unwrap();
+    let err = result.unwrap_err();
+    assert!(
+        err.to_string().contains("target") || err.is_closed() || err.code().is_some(),
+        "{err}"
+    );
+    // The bastion itself is still up: a new session gets vigil's clear refusal.
+    let (code, _, stderr) = b.psql("alice", ALICE_PW, "select 1");
+    assert_ne!(code, 0);
+    assert!(stderr.contains("unavailable"), "{stderr}");
+}
