@@ -56,6 +56,9 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Read a password (from the terminal, or a line of stdin) and print the SCRAM-SHA-256
+    /// verifier to put in a user's `password`; the password itself is stored nowhere.
+    Passwd,
     /// Validate a config file and print every problem with its key path.
     Check {
         #[arg(long)]
@@ -213,6 +216,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Demo { dir, port } => demo(dir, port).await,
         Command::Keygen { out } => keygen(&out),
+        Command::Passwd => passwd(),
         Command::Check { config } => check(&config),
         Command::Sessions { read, filter, json } => {
             let r = reading(&read, false)?;
@@ -440,6 +444,23 @@ async fn demo(dir: Option<PathBuf>, port: Option<u16>) -> Result<ExitCode> {
     }
     running.shutdown(Duration::from_secs(30)).await;
     drop(demo);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn passwd() -> Result<ExitCode> {
+    use std::io::{BufRead, IsTerminal};
+    let tty = std::io::stdin().is_terminal();
+    if tty {
+        eprint!("password: ");
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        bail!("empty password");
+    }
+    let verifier = vigil::pg::scram::passwd_verifier(password)?;
+    println!("{verifier}");
     Ok(ExitCode::SUCCESS)
 }
 

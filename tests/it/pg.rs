@@ -342,3 +342,21 @@ fn a_target_that_dies_mid_query_gives_the_client_an_error() {
     assert_ne!(code, 0);
     assert!(stderr.contains("unavailable"), "{stderr}");
 }
+
+#[test]
+fn vigil_passwd_prints_a_verifier_that_authenticates() {
+    use std::io::Write;
+    let mut child = crate::harness::vigil()
+        .arg("passwd")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hunter2\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(line.starts_with("SCRAM-SHA-256$4096:"), "{line}");
+    assert!(!line.contains("hunter2"));
+    Verifier::parse(line.trim()).unwrap();
+}
