@@ -58,6 +58,10 @@ pub struct Client {
 const REFUSED_SQL: &str = "vigil refused this statement";
 /// Rows recorded per statement unless `recording.max_rows` says otherwise.
 const DEFAULT_MAX_ROWS: u64 = 1000;
+/// What the client gets instead of the error text of a statement that reads masked columns (an
+/// error can quote a value: `invalid input syntax for type integer: "123-45-6789"`).
+const WITHHELD_ERROR: &str =
+    "vigil: the error message was withheld: the statement reads masked columns";
 /// Decisions remembered per session, by statement text.
 const DECISION_CACHE: usize = 4096;
 
@@ -259,6 +263,10 @@ struct Run {
     count: u64,
     truncated: bool,
     decision: Decision,
+    /// The statements of a simple-Query string, one per result, for the recording.
+    texts: Vec<String>,
+    /// The current statement's Query event is recorded.
+    recorded: bool,
 }
 
 impl Run {
@@ -275,6 +283,25 @@ impl Run {
             count: 0,
             truncated: false,
             decision,
+            texts: Vec::new(),
+            recorded: false,
+        }
+    }
+
+    /// A simple Query: its statements are recorded one by one.
+    fn query(sql_text: &str, taints: Arc<Vec<OutputTaint>>, decision: Decision) -> Run {
+        let mut run = Run::new(sql_text, taints, decision);
+        run.texts = pg_query::split_with_parser(sql_text)
+            .map(|v| v.into_iter().map(|s| s.trim().to_string()).collect())
+            .unwrap_or_default();
+        run
+    }
+
+    /// The text of the statement whose results are arriving.
+    fn current_sql(&self) -> &str {
+        match self.texts.len() {
+            0 | 1 => &self.sql,
+            _ => self.texts.get(self.index).map_or(&self.sql, |s| s.as_str()),
         }
     }
 
@@ -495,14 +522,14 @@ impl Relay {
                         .await
                         .map_err(|e| e.to_string())?;
                     self.expects.push_back(Expect::Query(
-                        Box::new(Run::new(&text, taints, d)),
+                        Box::new(Run::query(&text, taints, d)),
                         Some(err),
                     ));
                 } else {
                     self.note_sql_prepare(&text, &taints);
                     up.feed(frame).await.map_err(|e| e.to_string())?;
                     self.expects
-                        .push_back(Expect::Query(Box::new(Run::new(&text, taints, d)), None));
+                        .push_back(Expect::Query(Box::new(Run::query(&text, taints, d)), None));
                 }
             }
             Frontend::Parse {
@@ -814,11 +841,12 @@ impl Relay {
                 to_client.extend_from_slice(&out);
             }
             Backend::CommandComplete { frame, tag } => {
-                self.finish_statement(Some(&tag)).await;
+                let _ = tag;
+                self.finish_statement().await;
                 to_client.extend_from_slice(&frame);
             }
             Backend::EmptyQueryResponse { frame } | Backend::PortalSuspended { frame } => {
-                self.finish_statement(None).await;
+                self.finish_statement().await;
                 to_client.extend_from_slice(&frame);
             }
             Backend::CopyOutResponse { frame, copy } => {
@@ -902,11 +930,6 @@ impl Relay {
             }
             Backend::ReadyForQuery { frame, status } => {
                 self.status = status;
-                if let Some(Expect::Query(run, refused)) = self.expects.front() {
-                    if refused.is_none() {
-                        self.record_query(run, None).await;
-                    }
-                }
                 if matches!(self.expects.front(), Some(Expect::Sync | Expect::Query(..))) {
                     self.expects.pop_front();
                 }
@@ -929,25 +952,38 @@ impl Relay {
         fields: backend::ErrorFields,
         to_client: &mut BytesMut,
     ) {
+        self.record_current().await;
+        // What the client sees is what is recorded: vigil's refusal, or a withheld message.
+        let ours = match self.expects.front() {
+            Some(Expect::Query(_, Some(err))) | Some(Expect::Refused(err)) => {
+                match backend::parse_frame(err.clone()) {
+                    Ok(Backend::ErrorResponse { fields, .. }) => Some(fields),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let withheld = ours.is_none()
+            && matches!(self.expects.front(),
+                Some(Expect::Query(run, _)) | Some(Expect::Execute(run)) if run.references_masked());
+        let (message, code) = match &ours {
+            Some(f) => (f.message().to_string(), f.code().to_string()),
+            None if withheld => (WITHHELD_ERROR.to_string(), fields.code().to_string()),
+            None => (fields.message().to_string(), fields.code().to_string()),
+        };
         let _ = self
             .recorder
             .record(Event::Error(ErrorEvent {
-                message: fields.message().to_string(),
-                code: Some(fields.code().to_string()),
+                message,
+                code: Some(code),
             }))
             .await;
         let masked_statement = match self.expects.front() {
             Some(Expect::Query(run, _)) | Some(Expect::Execute(run)) => run.references_masked(),
             _ => false,
         };
-        let redacted = || {
-            backend::error_response(
-                Severity::Error,
-                fields.code(),
-                "vigil: the error message was withheld: the statement reads masked columns",
-                None,
-            )
-        };
+        let redacted =
+            || backend::error_response(Severity::Error, fields.code(), WITHHELD_ERROR, None);
         match self.expects.front_mut() {
             Some(Expect::Query(run, refused)) => {
                 match refused.take() {
@@ -977,50 +1013,51 @@ impl Relay {
         }
     }
 
-    /// A statement finished (CommandComplete, EmptyQueryResponse, PortalSuspended): records its
-    /// rows as the client saw them.
-    async fn finish_statement(&mut self, tag: Option<&str>) {
-        let Some(front) = self.expects.front_mut() else {
-            return;
+    /// A statement finished (CommandComplete, EmptyQueryResponse, PortalSuspended): records it
+    /// (text, parameters, decision, duration, row count), then its rows as the client saw them.
+    async fn finish_statement(&mut self) {
+        let (rows, query) = {
+            let Some(Expect::Query(run, _) | Expect::Execute(run)) = self.expects.front_mut()
+            else {
+                return;
+            };
+            let rows = Rows {
+                columns: std::mem::take(&mut run.columns),
+                rows: std::mem::take(&mut run.rows),
+                truncated: run.truncated,
+            };
+            let query = (!run.recorded).then(|| query_event(run, Some(run.count)));
+            run.count = 0;
+            run.truncated = false;
+            run.recorded = false;
+            run.index = run.index.saturating_add(1);
+            run.plan = Arc::new(Vec::new());
+            run.started = Instant::now();
+            (rows, query)
         };
-        let (run, execute) = match front {
-            Expect::Query(run, _) => (run, false),
-            Expect::Execute(run) => (run, true),
-            _ => return,
-        };
-        let rows = Rows {
-            columns: std::mem::take(&mut run.columns),
-            rows: std::mem::take(&mut run.rows),
-            truncated: run.truncated,
-        };
-        let count = run.count;
-        run.count = 0;
-        run.truncated = false;
-        run.index = run.index.saturating_add(1);
-        run.plan = Arc::new(Vec::new());
-        let _ = tag;
+        if let Some(q) = query {
+            let _ = self.recorder.record(q).await;
+        }
         if !rows.rows.is_empty() || !rows.columns.is_empty() {
             let _ = self.recorder.record(Event::Rows(rows)).await;
         }
-        if execute {
-            if let Some(Expect::Execute(run)) = self.expects.pop_front() {
-                self.record_query(&run, Some(count)).await;
-            }
+        if matches!(self.expects.front(), Some(Expect::Execute(_))) {
+            self.expects.pop_front();
         }
     }
 
-    async fn record_query(&self, run: &Run, rows: Option<u64>) {
-        let _ = self
-            .recorder
-            .record(Event::Query(Query {
-                sql: run.sql.clone(),
-                params: run.params.clone(),
-                decision: recorded(&run.decision),
-                rule: run.decision.rule.clone(),
-                duration_us: Some(run.started.elapsed().as_micros() as u64),
-                rows,
-            }))
-            .await;
+    /// Records the statement at the head before its error.
+    async fn record_current(&mut self) {
+        let event = match self.expects.front_mut() {
+            Some(Expect::Query(run, None)) | Some(Expect::Execute(run)) if !run.recorded => {
+                run.recorded = true;
+                Some(query_event(run, None))
+            }
+            _ => None,
+        };
+        if let Some(e) = event {
+            let _ = self.recorder.record(e).await;
+        }
     }
 
     /// Re-reads the masked columns after DDL (when the session is idle between statements).
@@ -1033,6 +1070,18 @@ impl Relay {
         self.cache.clear();
         let _ = &self.settings;
     }
+}
+
+/// The Query event for the statement of `run` whose results are arriving.
+fn query_event(run: &Run, rows: Option<u64>) -> Event {
+    Event::Query(Query {
+        sql: run.current_sql().to_string(),
+        params: run.params.clone(),
+        decision: recorded(&run.decision),
+        rule: run.decision.rule.clone(),
+        duration_us: Some(run.started.elapsed().as_micros() as u64),
+        rows,
+    })
 }
 
 fn recorded(d: &Decision) -> Recorded {

@@ -130,6 +130,21 @@ except_roles = ["auditor"]
     pub fn store(&self) -> String {
         self.env.path("store").display().to_string()
     }
+
+    /// Runs a reading command of `vigil` on this bastion's store with the auditor key, once
+    /// every recording is closed.
+    pub fn vigil(&self, args: &[&str]) -> (i32, String, String) {
+        let list = || {
+            run(crate::harness::vigil().args(["sessions", "--json", "--store", &self.store()])).1
+        };
+        crate::harness::wait_until("recordings are closed", Duration::from_secs(20), || {
+            list().lines().all(|l| l.contains("\"state\":\"closed\""))
+        });
+        run(crate::harness::vigil()
+            .args(args)
+            .args(["--store", &self.store(), "--key"])
+            .arg(self.env.key_path()))
+    }
 }
 
 impl Drop for PgBastion {
@@ -195,6 +210,31 @@ fn psql_queries_denylist_and_scram() {
     ]);
     let (_, out, err) = run(&mut c);
     assert!(out.contains("still-here"), "{out}{err}");
+    // The recordings: `vigil search` finds SQL and row values, `vigil export` shows the denied
+    // statement with its rule and vigil's error (not the target's).
+    let (code, out, err) = b.vigil(&["search", "from users order by id"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = b.vigil(&["search", "ann"]);
+    assert_eq!(code, 0, "{out}");
+    let (_, list, _) = b.vigil(&["sessions", "--json"]);
+    let mut seen_denial = false;
+    for line in list.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let id = v["id"].as_str().unwrap();
+        let (code, text, err) = b.vigil(&["export", id, "--format", "text"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            !text.contains("syntax error"),
+            "the target's stand-in error leaked into the recording: {text}"
+        );
+        if text.contains("drop table orders") && text.contains("destructive statements are blocked")
+        {
+            seen_denial = true;
+        }
+        let (code, _, err) = b.vigil(&["play", id, "--speed", "1000"]);
+        assert_eq!(code, 0, "{err}");
+    }
+    assert!(seen_denial, "no recording shows the refused DROP");
 }
 
 #[test]
@@ -235,6 +275,13 @@ fn masked_columns_never_leave_unmasked() {
     // The auditor is exempt.
     let (_, out, _) = b.psql("erin", ERIN_PW, "select ssn from users order by id");
     assert_eq!(out, "123-45-6789\n987-65-4321\n");
+    // The recordings hold what each client saw: alice's never the values, erin's do.
+    let (code, out, _) = b.vigil(&["search", "6789", "--user", "alice"]);
+    assert_eq!(code, 1, "a masked value is in alice's recordings: {out}");
+    let (code, out, _) = b.vigil(&["search", "6789", "--user", "erin"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = b.vigil(&["search", "****", "--user", "alice"]);
+    assert_eq!(code, 0, "{out}");
 }
 
 #[test]
