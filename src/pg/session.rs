@@ -62,6 +62,8 @@ const DEFAULT_MAX_ROWS: u64 = 1000;
 /// error can quote a value: `invalid input syntax for type integer: "123-45-6789"`).
 const WITHHELD_ERROR: &str =
     "vigil: the error message was withheld: the statement reads masked columns";
+/// PostgreSQL's first OID for user objects; below it are the system catalogs.
+const FIRST_NORMAL_OID: u32 = 16384;
 /// Decisions remembered per session, by statement text.
 const DECISION_CACHE: usize = 4096;
 
@@ -708,19 +710,22 @@ impl Relay {
             .iter()
             .enumerate()
             .map(|(i, f)| {
-                let by_origin = if f.table_oid != 0 {
-                    match self.catalog.relation(f.table_oid) {
-                        Some(_) => self.catalog.origin_mask(f.table_oid, f.column_id),
-                        // A relation vigil has not described: as strong as any mask.
-                        None => self.catalog.strongest(),
-                    }
+                // By origin: the catalog's word for the relations it described. A relation it
+                // does not know (created since, or a system catalog) is left to the analysis,
+                // which resolves names and treats a masked table's new incarnation as masked.
+                let known = self.catalog.relation(f.table_oid).is_some();
+                let by_origin = if known {
+                    self.catalog.origin_mask(f.table_oid, f.column_id)
                 } else {
                     None
                 };
                 let by_taint = match taint {
                     Some(t) => t.column(i, n).method(),
-                    // No analysis for this result: mask what cannot be placed.
-                    None if f.table_oid == 0 => self.catalog.strongest(),
+                    // No analysis for this result: mask what cannot be placed, except columns
+                    // of system catalogs (OIDs below FirstNormalObjectId).
+                    None if f.table_oid == 0 || (!known && f.table_oid >= FIRST_NORMAL_OID) => {
+                        self.catalog.strongest()
+                    }
                     None => None,
                 };
                 by_origin.max(by_taint).map(|method| ColumnMask {

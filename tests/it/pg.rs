@@ -25,7 +25,14 @@ impl PgBastion {
     /// Users alice (engineer: masked, DROP and DELETE-without-WHERE denied) and erin (auditor:
     /// exempt from masks) on target `appdb`, a real PostgreSQL with `users` and `orders`.
     pub fn start() -> PgBastion {
+        Self::start_with("")
+    }
+
+    /// With extra `[server]` keys (TLS, limits). `server_extra` may use `{dir}` for the test's
+    /// directory.
+    pub fn start_with(server_extra: &str) -> PgBastion {
         let env = Env::new();
+        let server_extra = server_extra.replace("{dir}", &env.dir.path().display().to_string());
         let server = PgServer::start(Auth::ScramSha256, false);
         let direct = format!(
             "host=127.0.0.1 port={} user={USER} dbname={DATABASE} sslmode=disable",
@@ -51,6 +58,7 @@ impl PgBastion {
 postgres = "127.0.0.1:0"
 [server]
 host_key = "state/host_ed25519"
+{server_extra}
 [recording]
 store = "store"
 recipients = ["{rcpt}"]
@@ -272,6 +280,10 @@ fn masked_columns_never_leave_unmasked() {
     assert_eq!(out, "ann\nbo\n");
     let (_, out, _) = b.psql("alice", ALICE_PW, "select ssn from users order by id");
     assert_eq!(out, "****\n****\n");
+    // psql's catalog queries work for a masked user.
+    let (code, out, err) = b.psql("alice", ALICE_PW, "\\d users");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ssn"), "{out}");
     // The auditor is exempt.
     let (_, out, _) = b.psql("erin", ERIN_PW, "select ssn from users order by id");
     assert_eq!(out, "123-45-6789\n987-65-4321\n");
@@ -406,4 +418,195 @@ fn vigil_passwd_prints_a_verifier_that_authenticates() {
     assert!(line.starts_with("SCRAM-SHA-256$4096:"), "{line}");
     assert!(!line.contains("hunter2"));
     Verifier::parse(line.trim()).unwrap();
+}
+
+/// pgbench tables made directly on the target (pgbench -i drops tables, which policy denies).
+fn pgbench_init(b: &PgBastion) {
+    let direct = format!(
+        "host=127.0.0.1 port={} user={USER} dbname={DATABASE} sslmode=disable",
+        b.server.port
+    );
+    let (code, _, err) = run(Command::new(format!("{}/pgbench", crate::pgserver::PG_BIN))
+        .env("PGPASSWORD", PASSWORD)
+        .args(["-i", "-s", "1", "-q", &direct]));
+    assert_eq!(code, 0, "pgbench -i: {err}");
+}
+
+#[test]
+fn pgbench_runs_through_vigil_in_simple_and_prepared_modes() {
+    let b = PgBastion::start();
+    pgbench_init(&b);
+    for mode in ["simple", "extended", "prepared"] {
+        for script in [&["-S"][..], &[][..]] {
+            let (code, out, err) =
+                run(Command::new(format!("{}/pgbench", crate::pgserver::PG_BIN))
+                    .env("PGPASSWORD", ALICE_PW)
+                    .args(["-n", "-c", "4", "-j", "2", "-t", "50", "-M", mode])
+                    .args(script)
+                    .arg(b.conninfo("alice")));
+            assert_eq!(code, 0, "pgbench -M {mode} {script:?}: {out}{err}");
+            assert!(
+                out.contains("number of transactions actually processed: 200/200"),
+                "{out}"
+            );
+        }
+    }
+}
+
+#[test]
+fn psycopg3_through_vigil() {
+    let b = PgBastion::start();
+    let script = b.env.path("client.py");
+    std::fs::write(&script, PSYCOPG_CLIENT).unwrap();
+    let (code, out, err) = run(Command::new("python3").arg(&script).env(
+        "CONNINFO",
+        format!("{} password={ALICE_PW}", b.conninfo("alice")),
+    ));
+    assert!(
+        !err.contains("No module named 'psycopg'"),
+        "psycopg 3 is missing: python3 -m pip install 'psycopg[binary]'"
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.trim(), "ok", "{out}{err}");
+}
+
+const PSYCOPG_CLIENT: &str = r#"
+import os, psycopg
+conn = psycopg.connect(os.environ["CONNINFO"], autocommit=True)
+cur = conn.cursor()
+# Server-side parameters, text and binary results.
+cur.execute("select id, name, ssn from users where id = %s", (1,))
+assert cur.fetchone() == (1, "ann", "****")
+cur.execute("select email from users order by id", binary=True)
+assert all("@" not in r[0] for r in cur.fetchall())
+# A refused statement: 42501, the connection goes on.
+try:
+    cur.execute("drop table orders")
+    raise SystemExit("drop was not refused")
+except psycopg.errors.InsufficientPrivilege as e:
+    assert "destructive statements are blocked" in str(e), str(e)
+cur.execute("select count(*) from orders")
+assert cur.fetchone()[0] == 1
+# executemany (pipelined), COPY FROM STDIN, COPY TO STDOUT masked.
+cur.executemany("insert into orders values (%s, %s, %s)", [(20, 2, 1), (21, 2, 2)])
+with cur.copy("copy orders from stdin") as copy:
+    copy.write_row((30, 1, 3))
+cur.execute("select count(*) from orders")
+assert cur.fetchone()[0] == 4
+with cur.copy("copy users to stdout") as copy:
+    data = b"".join(bytes(c) for c in copy)
+assert b"6789" not in data and b"@" not in data, data
+# A transaction with a refusal in it is aborted, as the server would abort it.
+conn.autocommit = False
+with conn.transaction():
+    cur.execute("insert into orders values (40, 1, 1)")
+try:
+    with conn.transaction():
+        cur.execute("insert into orders values (41, 1, 1)")
+        cur.execute("truncate orders")
+except psycopg.errors.InsufficientPrivilege:
+    pass
+cur.execute("select count(*) from orders where id in (40, 41)")
+assert cur.fetchone()[0] == 1
+print("ok")
+"#;
+
+#[test]
+fn pipelined_batches_and_transactions_keep_their_order_around_a_refusal() {
+    let b = PgBastion::start();
+    let conninfo = format!("{} password={ALICE_PW}", b.conninfo("alice"));
+    b.rt.block_on(async {
+        let (mut client, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        // Polled together, tokio-postgres pipelines them: each has its own Sync.
+        let (a, d, c) = futures::join!(
+            client.query_one("select 1::int4", &[]),
+            client.execute("drop table orders", &[]),
+            client.query_one("select 3::int4", &[]),
+        );
+        assert_eq!(a.unwrap().get::<_, i32>(0), 1);
+        assert_eq!(
+            d.unwrap_err().code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+        );
+        assert_eq!(c.unwrap().get::<_, i32>(0), 3);
+        // In a transaction, a refusal aborts it as any error does.
+        let tx = client.transaction().await.unwrap();
+        tx.execute("insert into orders values (50, 1, 1)", &[])
+            .await
+            .unwrap();
+        assert!(tx.execute("delete from orders", &[]).await.is_err());
+        let e = tx.query_one("select 1", &[]).await.unwrap_err();
+        assert_eq!(
+            e.code(),
+            Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION)
+        );
+        tx.rollback().await.unwrap();
+        let n: i64 = client
+            .query_one("select count(*) from orders where id = 50", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0);
+    });
+}
+
+#[test]
+fn tls_for_clients_and_a_message_size_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    let (code, _, err) = run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    assert_eq!(code, 0, "openssl (apt-get install openssl): {err}");
+    let b = PgBastion::start_with(&format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"\nrequire_tls = true\nmax_message_size = \"64KiB\"",
+        cert.display(),
+        key.display()
+    ));
+    let tls = |sql: &str| {
+        run(Command::new("psql").env("PGPASSWORD", ALICE_PW).args([
+            &b.conninfo("alice")
+                .replace("sslmode=disable", "sslmode=require"),
+            "-At",
+            "-c",
+            sql,
+        ]))
+    };
+    // System catalogs are not masked (their OIDs are below the first user OID); the target
+    // leg is plain here (the target's own setting), the client leg TLS.
+    let (code, out, err) = tls("select ssl from pg_stat_ssl where pid = pg_backend_pid()");
+    assert_eq!((code, out.trim()), (0, "f"), "{err}");
+    let (code, out, err) = tls("select relname from pg_class where relname = 'users'");
+    assert_eq!((code, out.trim()), (0, "users"), "{err}");
+    let (code, out, err) = tls("select ssn from users order by id limit 1");
+    assert_eq!((code, out.trim()), (0, "****"), "{err}");
+    // Without TLS: refused.
+    let (code, _, err) = b.psql("alice", ALICE_PW, "select 1");
+    assert_ne!(code, 0);
+    assert!(err.contains("requires TLS"), "{err}");
+    // A message over the limit: a protocol error, the bastion keeps serving.
+    let big = format!("select '{}'", "x".repeat(100_000));
+    let (code, _, err) = tls(&big);
+    assert_ne!(code, 0);
+    assert!(err.contains("exceeds the limit"), "{err}");
+    let (code, out, _) = tls("select 'alive'");
+    assert_eq!((code, out.trim()), (0, "alive"));
 }
