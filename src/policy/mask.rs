@@ -56,12 +56,16 @@
 //! * Calls of functions the catalog lists as [`FunctionRisk::ReadsMasked`] (anywhere), and of
 //!   [`FunctionRisk::Opaque`] ones in a statement that names a masked relation: their bodies can
 //!   read masked tables, or store and print their arguments, where vigil cannot see.
-//! * Built-in functions that run SQL given as text or read tables by name or the server's files
-//!   (`query_to_xml`, `table_to_xml`, `cursor_to_xml`, `ts_stat`, `dblink`, `pg_read_file`, ...).
+//! * Built-in functions that run SQL given as text or read tables by name, the server's files or
+//!   raw pages (`query_to_xml`, `table_to_xml`, `cursor_to_xml`, `ts_stat`, `dblink`,
+//!   `pg_read_file`, pageinspect's `get_raw_page`, ...).
 //! * Built-in functions that carry values out of the result set (`set_config`, `pg_notify`,
 //!   `setval`, large objects, `pg_logical_emit_message`), in a statement naming a masked relation.
-//! * `DO`, and creating functions, procedures, triggers, event triggers or rules: code vigil
-//!   cannot see could read masked data later.
+//! * `DO`, and creating functions, procedures, triggers, event triggers, rules, aggregates,
+//!   operators or casts: code vigil cannot see could read masked data later.
+//! * Reading `pg_toast` relations (out-of-line values of every table). The planner statistics
+//!   views (`pg_stats`, `pg_stats_ext`, `pg_stats_ext_exprs`, `pg_statistic`) are not refused:
+//!   their sampled values (`most_common_vals`, `histogram_bounds`, ...) are masked.
 //! * Writing masked-derived values anywhere (INSERT, UPDATE, MERGE, CREATE TABLE AS, SELECT
 //!   INTO, materialized views), creating a view over masked data (it would not be masked until
 //!   the proxy reloads its catalog), COPY of masked data to a server file or program, binary COPY
@@ -82,7 +86,8 @@
 //!   masks. Views must be listed with masks from [`view_taint`].
 //! * Statements run by name: EXECUTE, FETCH and CALL's procedure body. The proxy keeps the taint
 //!   of PREPARE and DECLARE (see [`Named`]); an unknown name masks every column.
-//! * Side channels that do not go through the result: timing, error positions, plan shapes.
+//! * Side channels that do not go through the result: timing, error positions, plan shapes, and
+//!   other sessions' query texts (`pg_stat_activity.query` may quote a literal someone typed).
 
 #![deny(clippy::indexing_slicing, clippy::string_slice)]
 
@@ -453,9 +458,94 @@ impl MaskCatalog {
             complete: false,
             rest: Taint::Clean,
         }));
+        if schema.is_none_or(|s| s == "pg_catalog") {
+            shapes.extend(self.statistics_shape(name));
+        }
         let mut it = shapes.into_iter();
         let first = it.next()?;
         Some(it.fold(first, |a, b| a.combine(&b)))
+    }
+
+    /// The planner statistics views show sampled column values (`most_common_vals`,
+    /// `histogram_bounds`) to whoever may read the column: while anything is masked those
+    /// columns carry the strongest mask, and so does every other column vigil does not know
+    /// (the views gain columns between PostgreSQL versions).
+    fn statistics_shape(&self, name: &str) -> Option<Shape> {
+        const DATA: &[&str] = &[
+            "most_common_vals",
+            "histogram_bounds",
+            "most_common_elems",
+            "range_length_histogram",
+            "range_bounds_histogram",
+        ];
+        const STATS: &[&str] = &[
+            "schemaname",
+            "tablename",
+            "attname",
+            "inherited",
+            "null_frac",
+            "avg_width",
+            "n_distinct",
+            "most_common_freqs",
+            "correlation",
+            "most_common_elem_freqs",
+            "elem_count_histogram",
+            "range_empty_frac",
+        ];
+        const EXT: &[&str] = &[
+            "schemaname",
+            "tablename",
+            "statistics_schemaname",
+            "statistics_name",
+            "statistics_owner",
+            "attnames",
+            "exprs",
+            "kinds",
+            "inherited",
+            "n_distinct",
+            "dependencies",
+            "most_common_val_nulls",
+            "most_common_freqs",
+            "most_common_base_freqs",
+        ];
+        const EXT_EXPRS: &[&str] = &[
+            "schemaname",
+            "tablename",
+            "statistics_schemaname",
+            "statistics_name",
+            "statistics_owner",
+            "expr",
+            "inherited",
+            "null_frac",
+            "avg_width",
+            "n_distinct",
+            "most_common_freqs",
+            "correlation",
+            "most_common_elem_freqs",
+            "elem_count_histogram",
+        ];
+        let strongest = Taint::of(self.strongest());
+        if !strongest.is_masked() {
+            return None;
+        }
+        let clean: &[&str] = match name {
+            "pg_stats" => STATS,
+            "pg_stats_ext" => EXT,
+            "pg_stats_ext_exprs" => EXT_EXPRS,
+            // The raw catalogs: every column.
+            "pg_statistic" | "pg_statistic_ext_data" => &[],
+            _ => return None,
+        };
+        let cols = clean
+            .iter()
+            .map(|c| Col::new(c, Taint::Clean))
+            .chain(DATA.iter().map(|c| Col::new(c, strongest)))
+            .collect();
+        Some(Shape {
+            cols,
+            complete: false,
+            rest: strongest,
+        })
     }
 
     fn schema_has_masks(&self, schema: &str) -> bool {
@@ -676,6 +766,14 @@ const DATA_READERS: &[&str] = &[
     "dblink_fetch",
     "dblink_send_query",
     "dblink_get_result",
+    // pageinspect: raw table and index pages
+    "get_raw_page",
+    "heap_page_items",
+    "heap_page_item_attrs",
+    "tuple_data_split",
+    "bt_page_items",
+    "brin_page_items",
+    "gist_page_items",
 ];
 
 /// Built-in functions that store or send their arguments somewhere a later statement (or the
@@ -1000,6 +1098,16 @@ fn analyze_stmt(cat: &MaskCatalog, stmt: &pb::Node) -> OutputTaint {
         too_deep: false,
     };
     a.check_functions(&census.functions);
+    if cat.has_masks() {
+        if let Some((_, name)) = census
+            .relations
+            .iter()
+            .find(|(s, _)| s.as_deref() == Some("pg_toast"))
+        {
+            // Out-of-line values of every table, masked ones included.
+            a.refuse(Refusal::DataReader(format!("pg_toast.{name}")));
+        }
+    }
     let out = a.top(stmt);
     if a.too_deep {
         a.refuse(Refusal::TooDeep);
@@ -1414,6 +1522,25 @@ impl Analyzer<'_> {
             }
             N::RuleStmt(_) if has_masks => {
                 self.refuse(Refusal::CodeDefinition("rule"));
+                Out::NoRows
+            }
+            // Aggregates, operators and casts call functions under names vigil does not see.
+            N::DefineStmt(d)
+                if has_masks
+                    && (d.kind == pb::ObjectType::ObjectAggregate as i32
+                        || d.kind == pb::ObjectType::ObjectOperator as i32) =>
+            {
+                self.refuse(Refusal::CodeDefinition(
+                    if d.kind == pb::ObjectType::ObjectAggregate as i32 {
+                        "aggregate"
+                    } else {
+                        "operator"
+                    },
+                ));
+                Out::NoRows
+            }
+            N::CreateCastStmt(_) if has_masks => {
+                self.refuse(Refusal::CodeDefinition("cast"));
                 Out::NoRows
             }
             N::RenameStmt(r) => {
@@ -2904,6 +3031,13 @@ mod tests {
             // EXPLAIN prints plans, not data
             ("explain analyze select ssn from users", &[C]),
             ("show search_path", &[C]),
+            // planner statistics hold sampled values
+            (
+                "select attname, null_frac, most_common_vals from pg_stats where tablename = 'users'",
+                &[C, C, r],
+            ),
+            ("select s.histogram_bounds from pg_catalog.pg_stats s", &[r]),
+            ("select stavalues1 from pg_statistic", &[r]),
         ];
         let mut failed = Vec::new();
         for (sql, want) in cases {
@@ -2932,6 +3066,7 @@ mod tests {
             ("select * from not_in_catalog, users", m(R)),
             ("call some_procedure(1)", C),
             ("vacuum users", m(R)),
+            ("select * from pg_stats", m(R)),
         ];
         let mut failed = Vec::new();
         for (sql, want) in cases {
@@ -3005,6 +3140,11 @@ mod tests {
             "alter schema public rename to p",
             "alter function leak_ssn() rename to innocent",
             "explain analyze create table t as select ssn from users",
+            "select chunk_data from pg_toast.pg_toast_16384",
+            "select * from heap_page_items(get_raw_page('users', 0))",
+            "create aggregate grab(text) (sfunc = textcat, stype = text)",
+            "create operator ### (leftarg = text, rightarg = text, function = stash)",
+            "create cast (text as int4) with function stash(text)",
             "select 1; select 2",
             "select from where",
         ];
@@ -3048,6 +3188,8 @@ mod tests {
             "create index on users (ssn)",
             "prepare p as select upper(ssn) from users",
             "explain select * from users",
+            "select null_frac from pg_stats",
+            "create type pair as (a int, b int)",
         ];
         let mut failed = Vec::new();
         for sql in cases {
