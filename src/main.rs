@@ -386,7 +386,16 @@ async fn demo(dir: Option<PathBuf>, port: Option<u16>) -> Result<ExitCode> {
         None if std::net::TcpListener::bind("127.0.0.1:2222").is_ok() => 2222,
         None => vigil::demo::free_port()?,
     };
-    let demo = vigil::demo::prepare(&dir, port)?;
+    let pg_port = match std::net::TcpListener::bind("127.0.0.1:6432") {
+        Ok(_) => 6432,
+        Err(_) => vigil::demo::free_port()?,
+    };
+    let demo = vigil::demo::prepare(&dir, port, pg_port)?;
+    if let Some(p) = &demo.postgres {
+        // The target's password reaches vigil the way a deployment's would: from the
+        // environment the config names. Nothing else reads the environment at this point.
+        std::env::set_var(vigil::demo::DEMO_PG_PASSWORD_ENV, &p.password);
+    }
     let running = vigil::daemon::start(Config::load(&demo.config)?).await?;
     let me = std::env::current_exe()
         .map(|p| p.display().to_string())
@@ -423,6 +432,26 @@ async fn demo(dir: Option<PathBuf>, port: Option<u16>) -> Result<ExitCode> {
                 known.display()
             );
         }
+    }
+    println!();
+    match &demo.postgres {
+        Some(_) => {
+            println!(
+                "Query a throwaway PostgreSQL through the bastion (password `{}`):",
+                vigil::demo::DEMO_PASSWORD
+            );
+            println!(
+                "  PGPASSWORD={} psql \"host=127.0.0.1 port={pg_port} user=demo dbname=appdb sslmode=disable\"",
+                vigil::demo::DEMO_PASSWORD
+            );
+            println!("Try `select * from customers;` (email and card are masked), then `drop table customers;`.");
+        }
+        None => println!(
+            "{}",
+            demo.postgres_note
+                .as_deref()
+                .unwrap_or("no local postgres target")
+        ),
     }
     println!();
     println!(

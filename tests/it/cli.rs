@@ -227,3 +227,83 @@ fn search_finds_output_as_the_screen_showed_it() {
     ));
     assert_eq!((code, out.as_str()), (1, ""));
 }
+
+/// `vigil demo` as a newcomer runs it: the printed `ssh` and `psql` lines work, the policy and
+/// the masks hold, and Ctrl-C (SIGTERM here) stops it cleanly with the recordings sealed.
+#[test]
+fn vigil_demo_runs_and_its_printed_commands_work() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let ssh_port = crate::harness::free_port();
+    let mut child = vigil()
+        .args(["demo", "--port", &ssh_port.to_string(), "--dir"])
+        .arg(dir.path().join("demo"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut child = Kill(child);
+    let mut printed = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.contains("Ctrl-C stops the demo");
+        printed.push(line);
+        if done {
+            break;
+        }
+    }
+    let text = printed.join("\n");
+    let ssh_line = printed
+        .iter()
+        .find(|l| l.trim_start().starts_with("ssh ") && l.contains("demo+local@"))
+        .unwrap_or_else(|| panic!("no ssh line (apt-get install openssh-server):\n{text}"));
+    let psql_line = printed
+        .iter()
+        .find(|l| l.contains("psql \""))
+        .unwrap_or_else(|| panic!("no psql line (apt-get install postgresql-15):\n{text}"));
+    // The ssh line, with an exec command.
+    let mut ssh: Vec<String> = ssh_line.split_whitespace().map(String::from).collect();
+    ssh.extend([
+        "-o".into(),
+        "BatchMode=yes".into(),
+        "echo demo-$((6*7))".into(),
+    ]);
+    let (code, out, err) = run(Command::new(&ssh[0]).args(&ssh[1..]));
+    assert_eq!((code, out.trim()), (0, "demo-42"), "{err}");
+    // The psql line: masked columns and a refused DROP.
+    let conninfo = psql_line.split('"').nth(1).unwrap().to_string();
+    let psql = |sql: &str| {
+        run(Command::new("psql")
+            .env("PGPASSWORD", vigil::demo::DEMO_PASSWORD)
+            .args([&conninfo, "-At", "-c", sql]))
+    };
+    let (code, out, err) = psql("select name, email, card from customers order by id");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("Ada|"), "{out}");
+    assert!(
+        !out.contains("ada@example.com") && !out.contains("4111"),
+        "{out}"
+    );
+    let (code, _, err) = psql("drop table customers");
+    assert_ne!(code, 0);
+    assert!(err.contains("destructive statements are blocked"), "{err}");
+    // SIGTERM: a clean stop, every recording sealed.
+    let pid = child.0.id() as i32;
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let (code, out, err) = run(vigil()
+        .args(["verify", "--all", "--store"])
+        .arg(dir.path().join("demo/recordings"))
+        .arg("--key")
+        .arg(dir.path().join("demo/auditor.key")));
+    assert_eq!(code, 0, "{out}{err}");
+}
