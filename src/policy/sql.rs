@@ -26,8 +26,10 @@
 //!   globs. An unqualified name in a pattern matches the relation in any schema. A relation
 //!   written unqualified in a statement lives in whichever schema the `search_path` picks, which
 //!   vigil cannot know: deny and review rules treat it as possibly in the pattern's schema (it
-//!   matches), allow rules as not certainly (it does not). Likewise deny and review rules
-//!   compare names without regard to case (`"Users"` matches `users`), allow rules as
+//!   matches), allow rules as not certainly (it does not). So a deny rule `SELECT on
+//!   payroll.*` also refuses `SELECT * FROM orders`: qualify names in statements, or leave the
+//!   schema out of a pattern where the name alone is specific enough. Likewise deny and review
+//!   rules compare names without regard to case (`"Users"` matches `users`), allow rules as
 //!   PostgreSQL does (unquoted names are lower-case).
 //!
 //! Examples: `DROP`, `TRUNCATE`, `DELETE without WHERE`, `UPDATE without WHERE`, `INSERT`,
@@ -127,9 +129,10 @@
 //! * what `EXECUTE` runs (opaque), and the extended protocol's `Parse`/`Bind`, which callers
 //!   analyze themselves (one statement each);
 //! * data-dependent conditions (see "Without WHERE");
-//! * statements longer than [`MAX_SQL_BYTES`] or nested deeper than [`MAX_NESTING`] (errors),
-//!   and trees more than about 50 levels deep, which pg_query cannot decode (errors too:
-//!   `SELECT 1+1+...` with 50 terms, 16 nested scalar subqueries).
+//! * statements longer than [`MAX_SQL_BYTES`] or whose tree could nest deeper than
+//!   [`MAX_NESTING`] (errors), and trees more than about 50 levels deep, which pg_query cannot
+//!   decode (errors too: `SELECT 1+1+...` with 50 terms, a dozen or so nested scalar
+//!   subqueries).
 //!
 //! Fingerprints ([`Analysis::fingerprint`]) are SHA-256 over the whole tree, constants
 //! included: `WHERE 1=1` and `WHERE 1=0` differ. Do not key decisions on

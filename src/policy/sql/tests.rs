@@ -737,3 +737,21 @@ fn verdicts_report_statement_and_opaque_parts() {
     assert!(empty.is_empty());
     assert_eq!(empty.check(&analyze("DO $$ $$").unwrap()), Verdict::NoMatch);
 }
+
+#[test]
+fn the_example_config_patterns_parse() {
+    let example: toml::Value =
+        toml::from_str(include_str!("../../../examples/vigil.toml")).unwrap();
+    let patterns: Vec<&str> = example["rule"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.get("sql")?.as_array())
+        .flatten()
+        .filter_map(|p| p.as_str())
+        .collect();
+    assert!(patterns.contains(&"DELETE without WHERE"), "{patterns:?}");
+    for p in patterns {
+        assert!(SqlPattern::parse(p).is_ok(), "{p}");
+    }
+}
