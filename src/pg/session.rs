@@ -44,6 +44,15 @@ use crate::{
     },
 };
 
+/// What vigil decided about a statement string: the policy decision, the output taint of each
+/// statement (for masking), and each statement's text (for the recording).
+#[derive(Clone)]
+struct Decided {
+    decision: Decision,
+    taints: Arc<Vec<OutputTaint>>,
+    texts: Arc<Vec<String>>,
+}
+
 /// The authenticated client connection, as `front.rs` hands it over.
 pub struct Client {
     pub stream: Box<dyn ClientStream>,
@@ -199,6 +208,8 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         status: TransactionStatus::Idle,
         audit: session_audit.clone(),
         catalog_stale: false,
+        binds: 0,
+        skipping: false,
     };
     let reason = if write.write_all(&hello).await.is_err() {
         "client went away".to_string()
@@ -243,8 +254,9 @@ enum Expect {
     Close,
     /// The client's Describe: forwarded.
     Describe,
-    /// vigil's own Describe of a portal: consumed.
-    OurDescribe(String),
+    /// vigil's own Describe of a portal (name, binding number, the statement's taint):
+    /// consumed; its answer plans the Execute of that binding.
+    OurDescribe(String, u64, Option<OutputTaint>),
     Execute(Box<Run>),
     Sync,
     /// A refused Parse: the target's error is replaced with this one.
@@ -269,6 +281,10 @@ struct Run {
     texts: Vec<String>,
     /// The current statement's Query event is recorded.
     recorded: bool,
+    /// For an Execute: the portal binding it runs, and whether vigil's Describe of that
+    /// binding has planned its masks yet.
+    binding: Option<(String, u64)>,
+    planned: bool,
 }
 
 impl Run {
@@ -287,15 +303,15 @@ impl Run {
             decision,
             texts: Vec::new(),
             recorded: false,
+            binding: None,
+            planned: false,
         }
     }
 
-    /// A simple Query: its statements are recorded one by one.
-    fn query(sql_text: &str, taints: Arc<Vec<OutputTaint>>, decision: Decision) -> Run {
-        let mut run = Run::new(sql_text, taints, decision);
-        run.texts = pg_query::split_with_parser(sql_text)
-            .map(|v| v.into_iter().map(|s| s.trim().to_string()).collect())
-            .unwrap_or_default();
+    /// A simple Query: its statements (`texts`, from the analysis) are recorded one by one.
+    fn query(sql_text: &str, d: Decided) -> Run {
+        let mut run = Run::new(sql_text, d.taints, d.decision);
+        run.texts = d.texts.to_vec();
         run
     }
 
@@ -323,6 +339,9 @@ struct Prepared {
 }
 
 struct Portal {
+    /// Which Bind made it: the unnamed portal is rebound all the time.
+    gen: u64,
+    planned: bool,
     sql: String,
     taints: Arc<Vec<OutputTaint>>,
     params: Vec<Option<String>>,
@@ -344,11 +363,17 @@ struct Relay {
     portals: HashMap<String, Portal>,
     /// SQL-level PREPARE name → the taint of the prepared query.
     sql_prepared: HashMap<String, OutputTaint>,
-    cache: HashMap<String, (Decision, Arc<Vec<OutputTaint>>)>,
+    cache: HashMap<String, Decided>,
     max_rows: u64,
     status: TransactionStatus,
     audit: AuditEvent,
     catalog_stale: bool,
+    /// Binds so far: numbers portal bindings.
+    binds: u64,
+    /// The target failed an extended-protocol message and discards everything up to the next
+    /// Sync, including what the client sends after the error arrived: nothing is expected back
+    /// for those messages.
+    skipping: bool,
 }
 
 impl Relay {
@@ -426,7 +451,9 @@ impl Relay {
     }
 
     /// Decides about a statement string (cached by its text).
-    fn decide(&mut self, sql_text: &str) -> (Decision, Arc<Vec<OutputTaint>>) {
+    /// Decides about a statement string (cached by its exact text: a cache keyed by a
+    /// fingerprint that ignores constants would let `WHERE 1=1` ride on `WHERE 1=0`'s allow).
+    fn decide(&mut self, sql_text: &str) -> Decided {
         if let Some(hit) = self.cache.get(sql_text) {
             return hit.clone();
         }
@@ -435,6 +462,8 @@ impl Relay {
             .gw
             .policy()
             .check_sql(&self.roles, &self.target, analysis.as_ref());
+        // The taint analysis parses again; it never sees what the classifier refused to parse
+        // (libpg_query can crash on it).
         let taints: Vec<OutputTaint> = if self.catalog.has_masks() {
             mask::analyze_script(&self.catalog, sql_text)
         } else {
@@ -451,20 +480,43 @@ impl Relay {
                 };
             }
         }
-        if let Ok(a) = &analysis {
-            if a.statements.iter().any(|s| {
-                s.kinds.iter().any(|k| {
-                    k.starts_with("CREATE")
-                        || k.starts_with("ALTER")
-                        || k.starts_with("DROP")
-                        || k.starts_with("GRANT")
-                        || k.starts_with("REVOKE")
+        let texts: Vec<String> = match &analysis {
+            Ok(a) => a
+                .statements
+                .iter()
+                .map(|st| {
+                    sql_text
+                        .get(st.span.clone())
+                        .unwrap_or(sql_text)
+                        .trim()
+                        .to_string()
                 })
-            }) {
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        if let Ok(a) = &analysis {
+            let ddl = |k: &String| {
+                [
+                    "CREATE",
+                    "ALTER",
+                    "DROP",
+                    "GRANT",
+                    "REVOKE",
+                    "COMMENT",
+                    "SECURITY LABEL",
+                ]
+                .iter()
+                .any(|p| k.starts_with(p))
+            };
+            if a.statements.iter().any(|s| s.kinds.iter().any(ddl)) {
                 self.catalog_stale = true;
             }
         }
-        let entry = (decision, Arc::new(taints));
+        let entry = Decided {
+            decision,
+            taints: Arc::new(taints),
+            texts: Arc::new(texts),
+        };
         if self.cache.len() >= DECISION_CACHE || self.catalog_stale {
             self.cache.clear();
         }
@@ -510,29 +562,35 @@ impl Relay {
         up: &mut Up,
         to_client: &mut BytesMut,
     ) -> Result<(), String> {
-        let send = |up: &mut Up, frame: Bytes| {
-            // Fed into the sink's buffer; flushed once per client message.
-            let _ = futures::FutureExt::now_or_never(up.feed(frame));
-        };
+        if self.skipping {
+            // The target would discard all of it until Sync, so vigil does not send it (a
+            // refused statement must not reach the target in any form) and expects nothing.
+            if let Frontend::Sync { frame } = m {
+                self.skipping = false;
+                up.feed(frame).await.map_err(|e| e.to_string())?;
+                self.expects.push_back(Expect::Sync);
+            }
+            return Ok(());
+        }
         match m {
             Frontend::Query { frame, sql: text } => {
-                let (d, taints) = self.decide(&text);
-                if d.action != Action::Allow {
-                    self.record_refused(&text, &d).await;
-                    let err = self.refusal(&d);
-                    up.feed(frame_query(REFUSED_SQL))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    self.expects.push_back(Expect::Query(
-                        Box::new(Run::query(&text, taints, d)),
-                        Some(err),
-                    ));
-                } else {
-                    self.note_sql_prepare(&text, &taints);
-                    up.feed(frame).await.map_err(|e| e.to_string())?;
-                    self.expects
-                        .push_back(Expect::Query(Box::new(Run::query(&text, taints, d)), None));
+                let decided = self.decide(&text);
+                let refused = (decided.decision.action != Action::Allow)
+                    .then(|| self.refusal(&decided.decision));
+                match &refused {
+                    Some(_) => {
+                        self.record_refused(&text, &decided.decision).await;
+                        up.feed(frame_query(REFUSED_SQL))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    None => {
+                        self.note_sql_prepare(&decided.taints);
+                        up.feed(frame).await.map_err(|e| e.to_string())?;
+                    }
                 }
+                self.expects
+                    .push_back(Expect::Query(Box::new(Run::query(&text, decided)), refused));
             }
             Frontend::Parse {
                 frame,
@@ -540,7 +598,11 @@ impl Relay {
                 sql: text,
                 ..
             } => {
-                let (d, taints) = self.decide(&text);
+                let Decided {
+                    decision: d,
+                    taints,
+                    ..
+                } = self.decide(&text);
                 if d.action != Action::Allow {
                     self.record_refused(&text, &d).await;
                     let err = self.refusal(&d);
@@ -587,9 +649,14 @@ impl Relay {
                         v.as_ref().map(|b| show(b, binary))
                     })
                     .collect();
+                self.binds += 1;
+                let gen = self.binds;
+                let first_taint = taints.first().cloned();
                 self.portals.insert(
                     portal.clone(),
                     Portal {
+                        gen,
+                        planned: false,
                         sql: sql_text,
                         taints,
                         params,
@@ -599,8 +666,11 @@ impl Relay {
                     },
                 );
                 // vigil's own Describe: the portal's columns, origins and formats.
-                send(up, frame_describe_portal(&portal));
-                self.expects.push_back(Expect::OurDescribe(portal));
+                up.feed(frame_describe_portal(&portal))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.expects
+                    .push_back(Expect::OurDescribe(portal, gen, first_taint));
             }
             Frontend::Describe { frame, .. } => {
                 up.feed(frame).await.map_err(|e| e.to_string())?;
@@ -614,6 +684,8 @@ impl Relay {
                         r.params = p.params.clone();
                         r.plan = p.plan.clone();
                         r.columns = p.columns.clone();
+                        r.binding = Some((portal.clone(), p.gen));
+                        r.planned = p.planned;
                         r
                     }
                     None => Run::new("", Arc::new(Vec::new()), Decision::allow()),
@@ -682,10 +754,46 @@ impl Relay {
     }
 
     /// Remembers the columns of SQL-level PREPARE statements for their EXECUTE.
-    fn note_sql_prepare(&mut self, _text: &str, taints: &Arc<Vec<OutputTaint>>) {
+    fn note_sql_prepare(&mut self, taints: &Arc<Vec<OutputTaint>>) {
         for t in taints.iter() {
-            if let Some(mask::Named::Prepare(name)) = &t.named {
-                self.sql_prepared.insert(name.clone(), t.clone());
+            match &t.named {
+                Some(mask::Named::Prepare(name)) => {
+                    self.sql_prepared.insert(name.clone(), t.clone());
+                }
+                Some(mask::Named::DeclareCursor(name)) => {
+                    self.sql_prepared
+                        .insert(format!("cursor {name}"), t.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// vigil's Describe of binding `gen` of `portal` answered: the portal (if still that binding)
+    /// and every queued Execute of that binding get the plan.
+    fn planned(
+        &mut self,
+        portal: &str,
+        gen: u64,
+        plan: Arc<Vec<Option<ColumnMask>>>,
+        columns: Vec<String>,
+    ) {
+        if let Some(p) = self.portals.get_mut(portal).filter(|p| p.gen == gen) {
+            p.plan = plan.clone();
+            p.columns = columns.clone();
+            p.planned = true;
+        }
+        for e in self.expects.iter_mut() {
+            if let Expect::Execute(run) = e {
+                let this = run
+                    .binding
+                    .as_ref()
+                    .is_some_and(|(n, g)| n == portal && *g == gen);
+                if this && !run.planned {
+                    run.plan = plan.clone();
+                    run.columns = columns.clone();
+                    run.planned = true;
+                }
             }
         }
     }
@@ -703,6 +811,7 @@ impl Relay {
         let n = fields.len();
         let execute_taint = taint.and_then(|t| match &t.named {
             Some(mask::Named::Execute(name)) => self.sql_prepared.get(name),
+            Some(mask::Named::Fetch(name)) => self.sql_prepared.get(&format!("cursor {name}")),
             _ => None,
         });
         let taint = execute_taint.or(taint);
@@ -747,26 +856,12 @@ impl Relay {
             }
             Backend::ParameterDescription { frame, .. } => to_client.extend_from_slice(&frame),
             Backend::RowDescription { frame, fields } => match self.expects.front_mut() {
-                Some(Expect::OurDescribe(portal)) => {
-                    let portal = portal.clone();
-                    self.expects.pop_front();
-                    let taint = self
-                        .portals
-                        .get(&portal)
-                        .and_then(|p| p.taints.first().cloned());
-                    let plan = Arc::new(self.plan(&fields, taint.as_ref()));
-                    if let Some(p) = self.portals.get_mut(&portal) {
-                        p.plan = plan.clone();
-                        p.columns = fields.iter().map(|f| f.name.clone()).collect();
-                    }
-                    // An Execute of this portal may already be queued.
-                    for e in self.expects.iter_mut() {
-                        if let Expect::Execute(run) = e {
-                            if run.plan.is_empty() && run.columns.is_empty() {
-                                run.plan = plan.clone();
-                                run.columns = fields.iter().map(|f| f.name.clone()).collect();
-                            }
-                        }
+                Some(Expect::OurDescribe(..)) => {
+                    if let Some(Expect::OurDescribe(portal, gen, taint)) = self.expects.pop_front()
+                    {
+                        let plan = Arc::new(self.plan(&fields, taint.as_ref()));
+                        let columns: Vec<String> = fields.iter().map(|f| f.name.clone()).collect();
+                        self.planned(&portal, gen, plan, columns);
                     }
                 }
                 Some(Expect::Query(..)) => {
@@ -788,8 +883,10 @@ impl Relay {
                 _ => to_client.extend_from_slice(&frame),
             },
             Backend::NoData { frame } => match self.expects.front() {
-                Some(Expect::OurDescribe(_)) => {
-                    self.expects.pop_front();
+                Some(Expect::OurDescribe(..)) => {
+                    if let Some(Expect::OurDescribe(portal, gen, _)) = self.expects.pop_front() {
+                        self.planned(&portal, gen, Arc::new(Vec::new()), Vec::new());
+                    }
                 }
                 _ => {
                     if matches!(self.expects.front(), Some(Expect::Describe)) {
@@ -800,8 +897,10 @@ impl Relay {
             },
             Backend::DataRow(row) => {
                 let max_rows = self.max_rows;
+                let has_masks = self.catalog.has_masks();
                 let run = match self.expects.front_mut() {
-                    Some(Expect::Query(run, _)) | Some(Expect::Execute(run)) => run,
+                    Some(Expect::Query(run, _)) => run,
+                    Some(Expect::Execute(run)) if run.planned || !has_masks => run,
                     _ => {
                         return Err("the target sent rows vigil cannot place; the session is closed so that nothing passes unmasked".into());
                     }
@@ -1006,13 +1105,17 @@ impl Relay {
                     _ if masked_statement => to_client.extend_from_slice(&redacted()),
                     _ => to_client.extend_from_slice(&frame),
                 }
-                // The target skips everything up to the next Sync.
+                // The target skips everything up to the next Sync, including what the client
+                // has not sent yet.
                 while self
                     .expects
                     .front()
                     .is_some_and(|e| !matches!(e, Expect::Sync))
                 {
                     self.expects.pop_front();
+                }
+                if self.expects.is_empty() {
+                    self.skipping = true;
                 }
             }
         }

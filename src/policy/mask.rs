@@ -709,6 +709,19 @@ pub fn analyze_output(catalog: &MaskCatalog, sql: &str) -> OutputTaint {
 /// One [`OutputTaint`] per statement of a simple-Query string, in order. A string that does not
 /// parse gives one refused entry.
 pub fn analyze_script(catalog: &MaskCatalog, sql: &str) -> Vec<OutputTaint> {
+    // libpg_query must never see text that could crash it (see `sql::precheck`).
+    match crate::policy::sql::precheck(sql) {
+        Ok(()) => {}
+        Err(crate::policy::sql::SqlError::TooDeep) => {
+            return vec![OutputTaint::refused(catalog, Refusal::TooDeep)]
+        }
+        Err(e) => {
+            return vec![OutputTaint::refused(
+                catalog,
+                Refusal::Unparsable(e.to_string()),
+            )]
+        }
+    }
     match pg_query::parse(sql) {
         // pg_query decodes libpg_query's protobuf with prost, which refuses more than 100
         // nested messages (about 48 chained `+` terms).

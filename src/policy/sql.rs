@@ -259,7 +259,10 @@ struct Parsed {
     tree: tree::Value,
 }
 
-fn parse(sql: &str) -> Result<Vec<Parsed>, SqlError> {
+/// The checks that must pass before any text reaches libpg_query, whose tree output recurses in
+/// C without a stack check: a too deeply nested statement would abort the process. Every caller
+/// of `pg_query` in vigil runs this first.
+pub fn precheck(sql: &str) -> Result<(), SqlError> {
     if sql.len() > MAX_SQL_BYTES {
         return Err(SqlError::TooLong);
     }
@@ -269,7 +272,11 @@ fn parse(sql: &str) -> Result<Vec<Parsed>, SqlError> {
     guard::check(sql).map_err(|e| match e {
         guard::Refusal::Scan(why) => SqlError::Syntax(why),
         guard::Refusal::TooDeep => SqlError::TooDeep,
-    })?;
+    })
+}
+
+fn parse(sql: &str) -> Result<Vec<Parsed>, SqlError> {
+    precheck(sql)?;
     let result = pg_query::parse(sql).map_err(|e| match e {
         pg_query::Error::Parse(why) | pg_query::Error::Scan(why) => SqlError::Syntax(why),
         pg_query::Error::Conversion(_) => SqlError::Nul,

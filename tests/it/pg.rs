@@ -532,6 +532,16 @@ fn pipelined_batches_and_transactions_keep_their_order_around_a_refusal() {
             Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
         );
         assert_eq!(c.unwrap().get::<_, i32>(0), 3);
+        // Regression: pipelined executions of the unnamed portal, a clean statement then a
+        // masked one; each gets the masks of its own binding (once the second took the first's).
+        let (clean, masked, clean2) = futures::join!(
+            client.query("select name from users where id = $1", &[&1i32]),
+            client.query("select ssn from users where id = $1", &[&1i32]),
+            client.query("select name from users where id = $1", &[&2i32]),
+        );
+        assert_eq!(clean.unwrap()[0].get::<_, String>(0), "ann");
+        assert_eq!(masked.unwrap()[0].get::<_, String>(0), "****");
+        assert_eq!(clean2.unwrap()[0].get::<_, String>(0), "bo");
         // In a transaction, a refusal aborts it as any error does.
         let tx = client.transaction().await.unwrap();
         tx.execute("insert into orders values (50, 1, 1)", &[])
