@@ -2380,7 +2380,30 @@ impl Analyzer<'_> {
             parent: Some(parent),
             level,
         };
-        let t = self.assignments(&s.target_list, &sc);
+        // A value derived only from the column it is written back to stays where it was, under
+        // the same mask (`SET balance = balance + 1`): judged with that column clean. Anything
+        // else it reads still taints it.
+        let mut t = Taint::Clean;
+        for n in &s.target_list {
+            match &n.node {
+                Some(N::ResTarget(rt)) if rt.indirection.is_empty() => {
+                    let mut own = items.clone();
+                    if let Some(target) = own.first_mut() {
+                        for c in target.shape.cols.iter_mut().filter(|c| c.name == rt.name) {
+                            c.taint = Taint::Clean;
+                        }
+                    }
+                    let own_scope = Scope {
+                        items: &own,
+                        ctes: &ctes,
+                        parent: Some(parent),
+                        level,
+                    };
+                    t = t.max(self.opt(rt.val.as_deref(), &own_scope));
+                }
+                _ => t = t.max(self.assignments(std::slice::from_ref(n), &sc)),
+            }
+        }
         self.written(t, rv);
         self.opt(s.where_clause.as_deref(), &sc);
         self.target_list(&s.returning_list, &sc)
@@ -3140,7 +3163,9 @@ mod tests {
             "insert into orders (id) values ((select length(ssn) from users limit 1))",
             "update orders set total = (select length(ssn) from users limit 1)",
             "update users set name = ssn",
-            "update users set ssn = upper(ssn)",
+            "update users set ssn = email",
+            "update users set ssn = ssn || email",
+            "update users set ssn = (select ssn from users u2 where u2.id = 1)",
             "insert into users (id) values (1) on conflict (id) do update set name = users.ssn",
             "merge into orders o using users u on o.user_id = u.id when matched then update set total = length(u.ssn)",
             "with x as (insert into orders (id) select length(ssn) from users returning id) select * from x",
@@ -3193,6 +3218,8 @@ mod tests {
             "insert into orders (id, user_id) select 1, id from users where ssn like '1%'",
             "update users set name = 'x' where ssn = '1'",
             "update users set ssn = null",
+            "update users set ssn = upper(ssn)",
+            "update users set ssn = ssn || '-x', name = 'n' where id = 1",
             "insert into users (id, ssn) values (1, '123')",
             "delete from users where ssn = '1'",
             "create view v as select id, name from users",
