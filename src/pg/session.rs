@@ -873,6 +873,7 @@ impl Relay {
                     if let Some(Expect::Query(run, _)) = self.expects.front_mut() {
                         run.plan = Arc::new(plan);
                         run.columns = fields.iter().map(|f| f.name.clone()).collect();
+                        run.planned = true;
                     }
                     to_client.extend_from_slice(&frame);
                 }
@@ -899,7 +900,8 @@ impl Relay {
                 let max_rows = self.max_rows;
                 let has_masks = self.catalog.has_masks();
                 let run = match self.expects.front_mut() {
-                    Some(Expect::Query(run, _)) => run,
+                    // Rows of a simple Query follow their RowDescription, which plans them.
+                    Some(Expect::Query(run, _)) if run.planned || !has_masks => run,
                     Some(Expect::Execute(run)) if run.planned || !has_masks => run,
                     _ => {
                         return Err("the target sent rows vigil cannot place; the session is closed so that nothing passes unmasked".into());
@@ -1125,9 +1127,10 @@ impl Relay {
     /// (text, parameters, decision, duration, row count), then its rows as the client saw them.
     async fn finish_statement(&mut self) {
         let (rows, query) = {
-            let Some(Expect::Query(run, _) | Expect::Execute(run)) = self.expects.front_mut()
-            else {
-                return;
+            let (run, simple) = match self.expects.front_mut() {
+                Some(Expect::Query(run, _)) => (run, true),
+                Some(Expect::Execute(run)) => (run, false),
+                _ => return,
             };
             let rows = Rows {
                 columns: std::mem::take(&mut run.columns),
@@ -1138,6 +1141,10 @@ impl Relay {
             run.count = 0;
             run.truncated = false;
             run.recorded = false;
+            if simple {
+                // The next statement's rows wait for their own RowDescription.
+                run.planned = false;
+            }
             run.index = run.index.saturating_add(1);
             run.plan = Arc::new(Vec::new());
             run.started = Instant::now();
