@@ -51,6 +51,10 @@ struct Decided {
     decision: Decision,
     taints: Arc<Vec<OutputTaint>>,
     texts: Arc<Vec<String>>,
+    /// The string creates, replaces or drops named statements, portals or cursors (PREPARE,
+    /// DEALLOCATE, DECLARE, CLOSE, DISCARD), or cannot be classified: what vigil remembers
+    /// about names may be stale afterwards.
+    renames: bool,
 }
 
 /// The authenticated client connection, as `front.rs` hands it over.
@@ -71,6 +75,8 @@ const DEFAULT_MAX_ROWS: u64 = 1000;
 /// error can quote a value: `invalid input syntax for type integer: "123-45-6789"`).
 const WITHHELD_ERROR: &str =
     "vigil: the error message was withheld: the statement reads masked columns";
+/// How long reading the target's catalog may take.
+const CATALOG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// PostgreSQL's first OID for user objects; below it are the system catalogs.
 const FIRST_NORMAL_OID: u32 = 16384;
 /// Decisions remembered per session, by statement text.
@@ -192,7 +198,6 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         roles,
         catalog: Arc::new(catalog),
         masker: Masker::new(gw.pg.secret()),
-        settings,
         recorder,
         expects: VecDeque::new(),
         statements: HashMap::new(),
@@ -210,6 +215,10 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         catalog_stale: false,
         binds: 0,
         skipping: false,
+        copy_in: false,
+        client_syncs: 0,
+        answered_syncs: 0,
+        last_idle: 0,
     };
     let reason = if write.write_all(&hello).await.is_err() {
         "client went away".to_string()
@@ -256,7 +265,9 @@ enum Expect {
     Describe,
     /// vigil's own Describe of a portal (name, binding number, the statement's taint):
     /// consumed; its answer plans the Execute of that binding.
-    OurDescribe(String, u64, Option<OutputTaint>),
+    /// (portal, the Execute's number, the taint of the statement bound to it, and the sync
+    /// point after which it was bound: the taint holds only if no transaction ended since).
+    OurDescribe(String, u64, Option<OutputTaint>, u64),
     Execute(Box<Run>),
     Sync,
     /// A refused Parse: the target's error is replaced with this one.
@@ -341,6 +352,8 @@ struct Prepared {
 struct Portal {
     /// Which Bind made it: the unnamed portal is rebound all the time.
     gen: u64,
+    /// Sync points (Sync or Query) the client had sent when it was bound.
+    sync_no: u64,
     planned: bool,
     sql: String,
     taints: Arc<Vec<OutputTaint>>,
@@ -356,7 +369,6 @@ struct Relay {
     roles: Vec<String>,
     catalog: Arc<MaskCatalog>,
     masker: Masker,
-    settings: UpstreamSettings,
     recorder: Recorder,
     expects: VecDeque<Expect>,
     statements: HashMap<String, Prepared>,
@@ -374,6 +386,14 @@ struct Relay {
     /// Sync, including what the client sends after the error arrived: nothing is expected back
     /// for those messages.
     skipping: bool,
+    /// The target reads COPY data: it ignores Sync and Flush until CopyDone or CopyFail, so they
+    /// expect nothing back.
+    copy_in: bool,
+    /// Sync points (Sync, Query) sent to the target, and answered by it; the last answered one
+    /// that left no transaction open (portals die there).
+    client_syncs: u64,
+    answered_syncs: u64,
+    last_idle: u64,
 }
 
 impl Relay {
@@ -436,8 +456,19 @@ impl Relay {
                             _ => break,
                         }
                     }
-                    if self.catalog_stale && self.expects.is_empty() && self.status != TransactionStatus::Failed {
-                        self.reload_catalog(up).await;
+                    // The catalog is re-read only between statements, outside any transaction
+                    // (its queries set a statement-local search_path), with nothing pending.
+                    if self.catalog_stale
+                        && self.expects.is_empty()
+                        && !self.skipping
+                        && !self.copy_in
+                        && self.status == TransactionStatus::Idle
+                    {
+                        if let Err(why) = self.reload_catalog(up).await {
+                            let _ = out.write_all(&to_client).await;
+                            let _ = out.write_all(&backend::error_response(Severity::Fatal, "XX000", "vigil: cannot re-read the masked columns; the session is closed", None)).await;
+                            return why;
+                        }
                     }
                 }
             }
@@ -512,10 +543,21 @@ impl Relay {
                 self.catalog_stale = true;
             }
         }
+        let renames = match &analysis {
+            Ok(a) => a.statements.iter().any(|st| {
+                st.kinds.iter().any(|k| {
+                    ["PREPARE", "DEALLOCATE", "DECLARE", "CLOSE", "DISCARD"]
+                        .iter()
+                        .any(|p| k.starts_with(p))
+                })
+            }),
+            Err(_) => true,
+        };
         let entry = Decided {
             decision,
             taints: Arc::new(taints),
             texts: Arc::new(texts),
+            renames,
         };
         if self.cache.len() >= DECISION_CACHE || self.catalog_stale {
             self.cache.clear();
@@ -569,6 +611,7 @@ impl Relay {
                 self.skipping = false;
                 up.feed(frame).await.map_err(|e| e.to_string())?;
                 self.expects.push_back(Expect::Sync);
+                self.client_syncs += 1;
             }
             return Ok(());
         }
@@ -585,12 +628,15 @@ impl Relay {
                             .map_err(|e| e.to_string())?;
                     }
                     None => {
-                        self.note_sql_prepare(&decided.taints);
+                        if decided.renames {
+                            self.forget_names();
+                        }
                         up.feed(frame).await.map_err(|e| e.to_string())?;
                     }
                 }
                 self.expects
                     .push_back(Expect::Query(Box::new(Run::query(&text, decided)), refused));
+                self.client_syncs += 1;
             }
             Frontend::Parse {
                 frame,
@@ -601,8 +647,12 @@ impl Relay {
                 let Decided {
                     decision: d,
                     taints,
+                    renames,
                     ..
                 } = self.decide(&text);
+                if renames && d.action == Action::Allow {
+                    self.forget_names();
+                }
                 if d.action != Action::Allow {
                     self.record_refused(&text, &d).await;
                     let err = self.refusal(&d);
@@ -651,11 +701,11 @@ impl Relay {
                     .collect();
                 self.binds += 1;
                 let gen = self.binds;
-                let first_taint = taints.first().cloned();
                 self.portals.insert(
                     portal.clone(),
                     Portal {
                         gen,
+                        sync_no: self.client_syncs,
                         planned: false,
                         sql: sql_text,
                         taints,
@@ -665,31 +715,36 @@ impl Relay {
                         decision,
                     },
                 );
-                // vigil's own Describe: the portal's columns, origins and formats.
-                up.feed(frame_describe_portal(&portal))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                self.expects
-                    .push_back(Expect::OurDescribe(portal, gen, first_taint));
             }
             Frontend::Describe { frame, .. } => {
                 up.feed(frame).await.map_err(|e| e.to_string())?;
                 self.expects.push_back(Expect::Describe);
             }
             Frontend::Execute { frame, portal, .. } => {
-                up.feed(frame).await.map_err(|e| e.to_string())?;
-                let run = match self.portals.get(&portal) {
+                // vigil's own Describe of the portal right before each Execute: the columns,
+                // origins and formats of what this Execute returns, whatever made the portal
+                // (a Bind, or a cursor opened by SQL or by a function).
+                self.binds += 1;
+                let gen = self.binds;
+                let (mut run, taint, bind_sync) = match self.portals.get(&portal) {
                     Some(p) => {
                         let mut r = Run::new(&p.sql, p.taints.clone(), p.decision.clone());
                         r.params = p.params.clone();
-                        r.plan = p.plan.clone();
-                        r.columns = p.columns.clone();
-                        r.binding = Some((portal.clone(), p.gen));
-                        r.planned = p.planned;
-                        r
+                        (r, p.taints.first().cloned(), p.sync_no)
                     }
-                    None => Run::new("", Arc::new(Vec::new()), Decision::allow()),
+                    None => (
+                        Run::new("", Arc::new(Vec::new()), Decision::allow()),
+                        None,
+                        u64::MAX,
+                    ),
                 };
+                run.binding = Some((portal.clone(), gen));
+                up.feed(frame_describe_portal(&portal))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.expects
+                    .push_back(Expect::OurDescribe(portal, gen, taint, bind_sync));
+                up.feed(frame).await.map_err(|e| e.to_string())?;
                 self.expects.push_back(Expect::Execute(Box::new(run)));
             }
             Frontend::Close {
@@ -709,12 +764,17 @@ impl Relay {
             }
             Frontend::Sync { frame } => {
                 up.feed(frame).await.map_err(|e| e.to_string())?;
-                self.expects.push_back(Expect::Sync);
+                // The target ignores a Sync in the middle of COPY input.
+                if !self.copy_in {
+                    self.expects.push_back(Expect::Sync);
+                    self.client_syncs += 1;
+                }
             }
-            Frontend::Flush { frame }
-            | Frontend::CopyData { frame }
-            | Frontend::CopyDone { frame }
-            | Frontend::CopyFail { frame, .. } => {
+            Frontend::CopyDone { frame } | Frontend::CopyFail { frame, .. } => {
+                self.copy_in = false;
+                up.feed(frame).await.map_err(|e| e.to_string())?;
+            }
+            Frontend::Flush { frame } | Frontend::CopyData { frame } => {
                 up.feed(frame).await.map_err(|e| e.to_string())?;
             }
             Frontend::FunctionCall { function_oid, .. } => {
@@ -736,6 +796,7 @@ impl Relay {
                     Box::new(Run::new("", Arc::new(Vec::new()), d)),
                     Some(err),
                 ));
+                self.client_syncs += 1;
             }
             Frontend::AuthResponse { .. } => {
                 to_client.extend_from_slice(&backend::error_response(
@@ -754,18 +815,30 @@ impl Relay {
     }
 
     /// Remembers the columns of SQL-level PREPARE statements for their EXECUTE.
-    fn note_sql_prepare(&mut self, taints: &Arc<Vec<OutputTaint>>) {
-        for t in taints.iter() {
-            match &t.named {
-                Some(mask::Named::Prepare(name)) => {
-                    self.sql_prepared.insert(name.clone(), t.clone());
-                }
-                Some(mask::Named::DeclareCursor(name)) => {
-                    self.sql_prepared
-                        .insert(format!("cursor {name}"), t.clone());
-                }
-                _ => {}
+    /// After a statement that creates or drops names: SQL-level prepared statements and cursors
+    /// share their names with protocol statements and portals, so none of what vigil remembers
+    /// is trusted any more. A name vigil does not know gets the strongest mask.
+    fn forget_names(&mut self) {
+        self.sql_prepared.clear();
+        self.portals.clear();
+        for p in self.statements.values_mut() {
+            p.taints = Arc::new(Vec::new());
+        }
+    }
+
+    /// A PREPARE or DECLARE that completed: its query's columns, for the EXECUTE or FETCH that
+    /// runs it (recorded only once the target accepted it).
+    fn remember_name(&mut self, taint: Option<&OutputTaint>) {
+        let Some(t) = taint else { return };
+        match &t.named {
+            Some(mask::Named::Prepare(name)) => {
+                self.sql_prepared.insert(name.clone(), t.clone());
             }
+            Some(mask::Named::DeclareCursor(name)) => {
+                self.sql_prepared
+                    .insert(format!("cursor {name}"), t.clone());
+            }
+            _ => {}
         }
     }
 
@@ -857,8 +930,12 @@ impl Relay {
             Backend::ParameterDescription { frame, .. } => to_client.extend_from_slice(&frame),
             Backend::RowDescription { frame, fields } => match self.expects.front_mut() {
                 Some(Expect::OurDescribe(..)) => {
-                    if let Some(Expect::OurDescribe(portal, gen, taint)) = self.expects.pop_front()
+                    if let Some(Expect::OurDescribe(portal, gen, taint, bind_sync)) =
+                        self.expects.pop_front()
                     {
+                        // The bound statement's taint describes this portal only if no
+                        // transaction ended since the Bind (else the name may now be a cursor).
+                        let taint = taint.filter(|_| self.last_idle <= bind_sync);
                         let plan = Arc::new(self.plan(&fields, taint.as_ref()));
                         let columns: Vec<String> = fields.iter().map(|f| f.name.clone()).collect();
                         self.planned(&portal, gen, plan, columns);
@@ -885,7 +962,7 @@ impl Relay {
             },
             Backend::NoData { frame } => match self.expects.front() {
                 Some(Expect::OurDescribe(..)) => {
-                    if let Some(Expect::OurDescribe(portal, gen, _)) = self.expects.pop_front() {
+                    if let Some(Expect::OurDescribe(portal, gen, ..)) = self.expects.pop_front() {
                         self.planned(&portal, gen, Arc::new(Vec::new()), Vec::new());
                     }
                 }
@@ -948,6 +1025,13 @@ impl Relay {
             }
             Backend::CommandComplete { frame, tag } => {
                 let _ = tag;
+                let done = match self.expects.front() {
+                    Some(Expect::Query(run, None)) | Some(Expect::Execute(run)) => {
+                        run.taint().cloned()
+                    }
+                    _ => None,
+                };
+                self.remember_name(done.as_ref());
                 self.finish_statement().await;
                 to_client.extend_from_slice(&frame);
             }
@@ -976,7 +1060,10 @@ impl Relay {
                         run.plan = Arc::new(plan);
                         run.plan.iter().any(Option::is_some)
                     }
-                    _ => self.catalog.has_masks(),
+                    _ if self.catalog.has_masks() => {
+                        return Err("COPY output vigil cannot place; the session is closed so that nothing passes unmasked".into());
+                    }
+                    _ => false,
                 };
                 if masked && copy.format != 0 {
                     return Err("binary COPY of masked columns: the session is closed".into());
@@ -1004,13 +1091,22 @@ impl Relay {
                             Err(e) => return Err(format!("cannot mask a COPY row: {e}")),
                         }
                     }
+                    Some(Expect::Query(..)) | Some(Expect::Execute(_)) => frame,
+                    _ if self.catalog.has_masks() => {
+                        return Err("COPY data vigil cannot place; the session is closed so that nothing passes unmasked".into());
+                    }
                     _ => frame,
                 };
                 to_client.extend_from_slice(&out);
             }
-            Backend::CopyInResponse { frame, .. }
-            | Backend::CopyBothResponse { frame, .. }
-            | Backend::CopyDone { frame }
+            Backend::CopyInResponse { frame, .. } => {
+                self.copy_in = true;
+                to_client.extend_from_slice(&frame);
+            }
+            Backend::CopyBothResponse { .. } => {
+                return Err("the target started a COPY BOTH (replication) stream".into());
+            }
+            Backend::CopyDone { frame }
             | Backend::ParameterStatus { frame, .. }
             | Backend::NotificationResponse { frame, .. } => to_client.extend_from_slice(&frame),
             Backend::NoticeResponse { frame, fields } => {
@@ -1036,9 +1132,18 @@ impl Relay {
             }
             Backend::ReadyForQuery { frame, status } => {
                 self.status = status;
-                if matches!(self.expects.front(), Some(Expect::Sync | Expect::Query(..))) {
-                    self.expects.pop_front();
+                self.copy_in = false;
+                if !matches!(self.expects.front(), Some(Expect::Sync | Expect::Query(..))) {
+                    return Err("vigil lost track of the protocol (ReadyForQuery out of step); the session is closed so that nothing passes unmasked".into());
                 }
+                self.expects.pop_front();
+                self.answered_syncs += 1;
+                if status == TransactionStatus::Idle {
+                    self.last_idle = self.answered_syncs;
+                }
+                // Portals end with their transaction, but vigil keeps its entries: a pipelined
+                // Execute may still be on its way to an entry made after this Sync. A later SQL
+                // cursor of the same name comes from DECLARE, which makes vigil forget names.
                 to_client.extend_from_slice(&frame);
             }
             Backend::Authentication { .. }
@@ -1070,8 +1175,10 @@ impl Relay {
             _ => None,
         };
         let withheld = ours.is_none()
-            && matches!(self.expects.front(),
-                Some(Expect::Query(run, _)) | Some(Expect::Execute(run)) if run.references_masked());
+            && (matches!(self.expects.front(), Some(Expect::Sync) | None)
+                && self.catalog.has_masks()
+                || matches!(self.expects.front(),
+                    Some(Expect::Query(run, _)) | Some(Expect::Execute(run)) if run.references_masked()));
         let (message, code) = match &ours {
             Some(f) => (f.message().to_string(), f.code().to_string()),
             None if withheld => (WITHHELD_ERROR.to_string(), fields.code().to_string()),
@@ -1099,6 +1206,10 @@ impl Relay {
                 }
                 // The Query is refused or failed: ReadyForQuery ends it, nothing else runs.
                 run.index = usize::MAX;
+            }
+            // An error at Sync (a deferred constraint at COMMIT) may quote any value.
+            Some(Expect::Sync) | None if self.catalog.has_masks() => {
+                to_client.extend_from_slice(&redacted())
             }
             Some(Expect::Sync) | None => to_client.extend_from_slice(&frame),
             Some(_) => {
@@ -1175,15 +1286,20 @@ impl Relay {
         }
     }
 
-    /// Re-reads the masked columns after DDL (when the session is idle between statements).
-    async fn reload_catalog(&mut self, up: &mut Up) {
+    /// Re-reads the masked columns after DDL (when the session is idle between statements). A
+    /// failure ends the session: masking on a stale catalog could pass a new view unmasked.
+    async fn reload_catalog(&mut self, up: &mut Up) -> Result<(), String> {
         self.catalog_stale = false;
         let config = self.gw.config();
-        if let Ok(c) = load_catalog(up, &config, &self.target, &self.roles).await {
-            self.catalog = Arc::new(c);
-        }
+        let c = tokio::time::timeout(
+            CATALOG_TIMEOUT,
+            load_catalog(up, &config, &self.target, &self.roles),
+        )
+        .await
+        .map_err(|_| "the catalog did not answer in time".to_string())??;
+        self.catalog = Arc::new(c);
         self.cache.clear();
-        let _ = &self.settings;
+        Ok(())
     }
 }
 
@@ -1234,7 +1350,12 @@ fn frame_describe_portal(portal: &str) -> Bytes {
 
 /// Runs one catalog query on the target (simple protocol) and returns its rows as text.
 async fn simple_rows(up: &mut Up, sql_text: &str) -> Result<Vec<Vec<Option<String>>>, String> {
-    up.send(frame_query(sql_text))
+    // The client controls its session (search_path, temporary objects, operators): the catalog
+    // queries name everything in pg_catalog and run with search_path = pg_catalog for their own
+    // implicit transaction (vigil reads the catalog only outside transaction blocks).
+    let sql_text =
+        format!("select pg_catalog.set_config('search_path', 'pg_catalog', true); {sql_text}");
+    up.send(frame_query(&sql_text))
         .await
         .map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
@@ -1243,6 +1364,8 @@ async fn simple_rows(up: &mut Up, sql_text: &str) -> Result<Vec<Vec<Option<Strin
         match up.next().await {
             None => return Err("the target closed the connection".into()),
             Some(Err(e)) => return Err(e.to_string()),
+            // Only the last statement's rows (the first one pins the search_path).
+            Some(Ok(Backend::RowDescription { .. })) => rows.clear(),
             Some(Ok(Backend::DataRow(r))) => rows.push(
                 r.values()
                     .map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned()))
@@ -1299,8 +1422,8 @@ async fn load_catalog(
         up,
         &format!(
             "select c.oid, n.nspname, c.relname, c.relkind, a.attnum, a.attname \
-             from pg_class c join pg_namespace n on n.oid = c.relnamespace \
-             join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped \
+             from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
+             join pg_catalog.pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped \
              where c.relkind in ('r','v','m','p','f') and {SYSTEM} order by c.oid, a.attnum"
         ),
     )
@@ -1332,7 +1455,7 @@ async fn load_catalog(
     let views = simple_rows(
         up,
         &format!(
-            "select c.oid, pg_get_viewdef(c.oid) from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+            "select c.oid, pg_catalog.pg_get_viewdef(c.oid) from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
              where c.relkind in ('v','m') and {SYSTEM}"
         ),
     )
@@ -1350,8 +1473,8 @@ async fn load_catalog(
     let funcs = simple_rows(
         up,
         &format!(
-            "select n.nspname, p.proname, l.lanname, p.prosrc from pg_proc p \
-             join pg_namespace n on n.oid = p.pronamespace join pg_language l on l.oid = p.prolang \
+            "select n.nspname, p.proname, l.lanname, p.prosrc from pg_catalog.pg_proc p \
+             join pg_catalog.pg_namespace n on n.oid = p.pronamespace join pg_catalog.pg_language l on l.oid = p.prolang \
              where {SYSTEM}"
         ),
     )
