@@ -219,6 +219,7 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         client_syncs: 0,
         answered_syncs: 0,
         last_idle: 0,
+        open_batch: false,
     };
     let reason = if write.write_all(&hello).await.is_err() {
         "client went away".to_string()
@@ -394,6 +395,9 @@ struct Relay {
     client_syncs: u64,
     answered_syncs: u64,
     last_idle: u64,
+    /// Extended-protocol messages went to the target since the last sync point: the target may
+    /// be inside an unfinished batch, so vigil sends it nothing of its own.
+    open_batch: bool,
 }
 
 impl Relay {
@@ -460,6 +464,8 @@ impl Relay {
                     // (its queries set a statement-local search_path), with nothing pending.
                     if self.catalog_stale
                         && self.expects.is_empty()
+                        && self.answered_syncs == self.client_syncs
+                        && !self.open_batch
                         && !self.skipping
                         && !self.copy_in
                         && self.status == TransactionStatus::Idle
@@ -612,9 +618,19 @@ impl Relay {
                 up.feed(frame).await.map_err(|e| e.to_string())?;
                 self.expects.push_back(Expect::Sync);
                 self.client_syncs += 1;
+                self.open_batch = false;
             }
             return Ok(());
         }
+        self.open_batch |= matches!(
+            m,
+            Frontend::Parse { .. }
+                | Frontend::Bind { .. }
+                | Frontend::Describe { .. }
+                | Frontend::Execute { .. }
+                | Frontend::Close { .. }
+                | Frontend::Flush { .. }
+        );
         match m {
             Frontend::Query { frame, sql: text } => {
                 let decided = self.decide(&text);
@@ -637,6 +653,7 @@ impl Relay {
                 self.expects
                     .push_back(Expect::Query(Box::new(Run::query(&text, decided)), refused));
                 self.client_syncs += 1;
+                self.open_batch = false;
             }
             Frontend::Parse {
                 frame,
@@ -768,6 +785,7 @@ impl Relay {
                 if !self.copy_in {
                     self.expects.push_back(Expect::Sync);
                     self.client_syncs += 1;
+                    self.open_batch = false;
                 }
             }
             Frontend::CopyDone { frame } | Frontend::CopyFail { frame, .. } => {
@@ -797,6 +815,7 @@ impl Relay {
                     Some(err),
                 ));
                 self.client_syncs += 1;
+                self.open_batch = false;
             }
             Frontend::AuthResponse { .. } => {
                 to_client.extend_from_slice(&backend::error_response(
