@@ -255,7 +255,9 @@ enum State {
 impl ScramServer {
     /// Starts an exchange for `user`. `verifier` is `None` when the user is unknown or has no
     /// password: the exchange then runs on stand-in credentials derived from `user` and `mock`
-    /// and ends in [`ScramError::BadProof`], as a wrong password does.
+    /// and ends in [`ScramError::BadProof`], as a wrong password does. The stand-in uses
+    /// [`DEFAULT_ITERATIONS`], like every verifier `vigil passwd` makes; verifiers with another
+    /// count would tell real users apart by it.
     pub fn new(verifier: Option<&Verifier>, user: &str, mock: &MockKey) -> Self {
         let creds = match verifier {
             Some(v) => Credentials {
