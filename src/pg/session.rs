@@ -213,7 +213,7 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         status: TransactionStatus::Idle,
         audit: session_audit.clone(),
         catalog_stale: false,
-        binds: 0,
+        executes: 0,
         skipping: false,
         copy_in: false,
         client_syncs: 0,
@@ -264,10 +264,9 @@ enum Expect {
     Close,
     /// The client's Describe: forwarded.
     Describe,
-    /// vigil's own Describe of a portal (name, binding number, the statement's taint):
-    /// consumed; its answer plans the Execute of that binding.
-    /// (portal, the Execute's number, the taint of the statement bound to it, and the sync
-    /// point after which it was bound: the taint holds only if no transaction ended since).
+    /// vigil's own Describe of a portal right before an Execute, consumed; its answer plans that
+    /// Execute. (portal, the Execute's number, the taint of the statement bound to it, and the
+    /// sync point after which it was bound: the taint holds only if no transaction ended since.)
     OurDescribe(String, u64, Option<OutputTaint>, u64),
     Execute(Box<Run>),
     Sync,
@@ -350,17 +349,14 @@ struct Prepared {
     decision: Decision,
 }
 
+/// What a Bind made: the statement behind the portal. Its columns come from vigil's Describe
+/// before each Execute.
 struct Portal {
-    /// Which Bind made it: the unnamed portal is rebound all the time.
-    gen: u64,
     /// Sync points (Sync or Query) the client had sent when it was bound.
     sync_no: u64,
-    planned: bool,
     sql: String,
     taints: Arc<Vec<OutputTaint>>,
     params: Vec<Option<String>>,
-    plan: Arc<Vec<Option<ColumnMask>>>,
-    columns: Vec<String>,
     decision: Decision,
 }
 
@@ -381,8 +377,8 @@ struct Relay {
     status: TransactionStatus,
     audit: AuditEvent,
     catalog_stale: bool,
-    /// Binds so far: numbers portal bindings.
-    binds: u64,
+    /// Executes so far: pairs each Execute with vigil's Describe before it.
+    executes: u64,
     /// The target failed an extended-protocol message and discards everything up to the next
     /// Sync, including what the client sends after the error arrived: nothing is expected back
     /// for those messages.
@@ -716,19 +712,13 @@ impl Relay {
                         v.as_ref().map(|b| show(b, binary))
                     })
                     .collect();
-                self.binds += 1;
-                let gen = self.binds;
                 self.portals.insert(
                     portal.clone(),
                     Portal {
-                        gen,
                         sync_no: self.client_syncs,
-                        planned: false,
                         sql: sql_text,
                         taints,
                         params,
-                        plan: Arc::new(Vec::new()),
-                        columns: Vec::new(),
                         decision,
                     },
                 );
@@ -741,8 +731,8 @@ impl Relay {
                 // vigil's own Describe of the portal right before each Execute: the columns,
                 // origins and formats of what this Execute returns, whatever made the portal
                 // (a Bind, or a cursor opened by SQL or by a function).
-                self.binds += 1;
-                let gen = self.binds;
+                self.executes += 1;
+                let gen = self.executes;
                 let (mut run, taint, bind_sync) = match self.portals.get(&portal) {
                     Some(p) => {
                         let mut r = Run::new(&p.sql, p.taints.clone(), p.decision.clone());
@@ -861,8 +851,8 @@ impl Relay {
         }
     }
 
-    /// vigil's Describe of binding `gen` of `portal` answered: the portal (if still that binding)
-    /// and every queued Execute of that binding get the plan.
+    /// vigil's Describe before Execute number `gen` of `portal` answered: that Execute gets
+    /// the plan.
     fn planned(
         &mut self,
         portal: &str,
@@ -870,11 +860,6 @@ impl Relay {
         plan: Arc<Vec<Option<ColumnMask>>>,
         columns: Vec<String>,
     ) {
-        if let Some(p) = self.portals.get_mut(portal).filter(|p| p.gen == gen) {
-            p.plan = plan.clone();
-            p.columns = columns.clone();
-            p.planned = true;
-        }
         for e in self.expects.iter_mut() {
             if let Expect::Execute(run) = e {
                 let this = run
@@ -1007,13 +992,7 @@ impl Relay {
                 let out = if run.plan.iter().any(Option::is_some) {
                     let body = frame.get(5..).unwrap_or_default();
                     match self.masker.rewrite_data_row(body, &run.plan) {
-                        Ok(b) => {
-                            let mut f = BytesMut::with_capacity(b.len() + 5);
-                            f.extend_from_slice(b"D");
-                            f.extend_from_slice(&((b.len() + 4) as i32).to_be_bytes());
-                            f.extend_from_slice(&b);
-                            f.freeze()
-                        }
+                        Ok(b) => message(b'D', &b),
                         Err(e) => return Err(format!("cannot mask a row: {e}")),
                     }
                 } else {
@@ -1100,13 +1079,7 @@ impl Relay {
                         };
                         let line = frame.get(5..).unwrap_or_default();
                         match self.masker.rewrite_copy_row(line, &run.plan, &options) {
-                            Ok(b) => {
-                                let mut f = BytesMut::with_capacity(b.len() + 5);
-                                f.extend_from_slice(b"d");
-                                f.extend_from_slice(&((b.len() + 4) as i32).to_be_bytes());
-                                f.extend_from_slice(&b);
-                                f.freeze()
-                            }
+                            Ok(b) => message(b'd', &b),
                             Err(e) => return Err(format!("cannot mask a COPY row: {e}")),
                         }
                     }
@@ -1349,6 +1322,20 @@ fn show(b: &[u8], binary: bool) -> String {
     } else {
         String::from_utf8_lossy(b).into_owned()
     }
+}
+
+/// A message with `tag` and `body` (the masker's rewritten DataRow or CopyData).
+fn message(tag: u8, body: &[u8]) -> Bytes {
+    let mut f = BytesMut::with_capacity(body.len() + 5);
+    f.extend_from_slice(&[tag]);
+    // Bodies come from messages within the size limit: the length fits.
+    f.extend_from_slice(
+        &u32::try_from(body.len() + 4)
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    f.extend_from_slice(body);
+    f.freeze()
 }
 
 fn frame_query(sql_text: &str) -> Bytes {
