@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
@@ -182,13 +182,36 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
     })
 }
 
-/// Accepts connections until shutdown, at most `MAX_CONNECTIONS` at once, and serves each in
-/// the gateway's task tracker; on shutdown a connection gets 5 s to finish before it is dropped.
-async fn accept<F, Fut>(gw: Arc<Gateway>, listener: TcpListener, serve: F)
-where
-    F: Fn(TcpStream, SocketAddr) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
+async fn accept_postgres(gw: Arc<Gateway>, listener: TcpListener) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            _ = gw.cancel.cancelled() => return,
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = gw.cancel.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let gw2 = gw.clone();
+        gw.tracker.spawn(async move {
+            let _permit = permit;
+            tokio::select! {
+                _ = crate::pg::front::serve(gw2.clone(), stream, peer) => {}
+                _ = async { gw2.cancel.cancelled().await; tokio::time::sleep(Duration::from_secs(5)).await } => {}
+            }
+        });
+    }
+}
+
+async fn accept_ssh(gw: Arc<Gateway>, listener: TcpListener, config: Arc<russh::server::Config>) {
     let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let permit = tokio::select! {
@@ -207,42 +230,21 @@ where
             },
         };
         let _ = stream.set_nodelay(true);
-        let (connection, gw2) = (serve(stream, peer), gw.clone());
+        let handler = ssh::server::Handler::new(gw.clone(), Some(peer));
+        let (config, gw2) = (config.clone(), gw.clone());
         gw.tracker.spawn(async move {
             let _permit = permit;
-            tokio::select! {
-                _ = connection => {}
-                _ = async { gw2.cancel.cancelled().await; tokio::time::sleep(Duration::from_secs(5)).await } => {}
-            }
-        });
-    }
-}
-
-async fn accept_postgres(gw: Arc<Gateway>, listener: TcpListener) {
-    let gw2 = gw.clone();
-    accept(gw, listener, move |stream, peer| {
-        crate::pg::front::serve(gw2.clone(), stream, peer)
-    })
-    .await
-}
-
-async fn accept_ssh(gw: Arc<Gateway>, listener: TcpListener, config: Arc<russh::server::Config>) {
-    let gw2 = gw.clone();
-    accept(gw, listener, move |stream, peer| {
-        let handler = ssh::server::Handler::new(gw2.clone(), Some(peer));
-        let config = config.clone();
-        async move {
             match russh::server::run_stream(config, stream, handler).await {
                 Ok(session) => {
-                    if let Err(e) = session.await {
-                        tracing::debug!(%peer, error = %e, "ssh connection ended with an error");
+                    tokio::select! {
+                        r = session => if let Err(e) = r { tracing::debug!(%peer, error = %e, "ssh connection ended with an error") },
+                        _ = async { gw2.cancel.cancelled().await; tokio::time::sleep(Duration::from_secs(5)).await } => {}
                     }
                 }
                 Err(e) => tracing::debug!(%peer, error = %e, "ssh handshake failed"),
             }
-        }
-    })
-    .await
+        });
+    }
 }
 
 impl Running {

@@ -130,6 +130,7 @@ pub fn max_message(config: &crate::config::Config) -> usize {
 /// Serves one client connection to its end. Every failure ends in an ErrorResponse where the
 /// protocol allows one, and a closed connection; nothing here takes the process down.
 pub async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
     let config = gw.config();
     let max_len = max_message(&config);
     let require_tls = config.file.server.require_tls;
