@@ -33,6 +33,15 @@ pub struct AuditEvent {
     pub rule: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The approval request an event concerns (`approval.*`, `grant.use`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<u64>,
+    /// Who asked, when `user` is someone else acting on the request (an approver).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
+    /// The justification or reason given with a request or decision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl AuditEvent {
