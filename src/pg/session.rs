@@ -57,6 +57,42 @@ struct Decided {
     renames: bool,
 }
 
+/// A decision cached by a statement string's shape, with each statement's place in the shape's
+/// key (the texts are cut from each new string).
+struct ShapeDecided {
+    decided: Decided,
+    spans: Vec<std::ops::Range<usize>>,
+}
+
+impl ShapeDecided {
+    fn instantiate(&self, sql_text: &str, shape: &sql::Shape) -> Decided {
+        Decided {
+            texts: Arc::new(statement_texts(sql_text, &self.spans, |o| {
+                shape.text_offset(o)
+            })),
+            ..self.decided.clone()
+        }
+    }
+}
+
+/// Each statement's text, trimmed, from spans mapped into `sql_text` by `map`.
+fn statement_texts(
+    sql_text: &str,
+    spans: &[std::ops::Range<usize>],
+    map: impl Fn(usize) -> usize,
+) -> Vec<String> {
+    spans
+        .iter()
+        .map(|r| {
+            sql_text
+                .get(map(r.start)..map(r.end))
+                .unwrap_or(sql_text)
+                .trim()
+                .to_string()
+        })
+        .collect()
+}
+
 /// The authenticated client connection, as `front.rs` hands it over.
 pub struct Client {
     pub stream: Box<dyn ClientStream>,
@@ -204,6 +240,7 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         portals: HashMap::new(),
         sql_prepared: HashMap::new(),
         cache: HashMap::new(),
+        shapes: HashMap::new(),
         max_rows: config
             .file
             .recording
@@ -373,6 +410,7 @@ struct Relay {
     /// SQL-level PREPARE name → the taint of the prepared query.
     sql_prepared: HashMap<String, OutputTaint>,
     cache: HashMap<String, Decided>,
+    shapes: HashMap<String, ShapeDecided>,
     max_rows: u64,
     status: TransactionStatus,
     audit: AuditEvent,
@@ -421,6 +459,33 @@ impl Relay {
                         if let Err(why) = self.on_client(m, up, &mut to_client).await {
                             let _ = out.write_all(&to_client).await;
                             return why;
+                        }
+                        // What the client already sent (a pipelined Bind/Execute/Sync arrives in
+                        // one read) goes upstream in one write, not one per message.
+                        loop {
+                            match futures::FutureExt::now_or_never(client.next()) {
+                                Some(Some(Ok(Frontend::Terminate { frame }))) => {
+                                    let _ = up.send(frame).await;
+                                    return "client terminated the session".into();
+                                }
+                                Some(None) => {
+                                    let _ = up.flush().await;
+                                    return "client closed the connection".into();
+                                }
+                                Some(Some(Ok(m))) => {
+                                    if let Err(why) = self.on_client(m, up, &mut to_client).await {
+                                        let _ = out.write_all(&to_client).await;
+                                        return why;
+                                    }
+                                }
+                                Some(Some(Err(e))) => {
+                                    let _ = up.flush().await;
+                                    let _ = out.write_all(&to_client).await;
+                                    let _ = out.write_all(&backend::error_response(Severity::Fatal, "08P01", &format!("vigil: {e}"), None)).await;
+                                    return format!("protocol error from the client: {e}");
+                                }
+                                None => break,
+                            }
                         }
                         if up.flush().await.is_err() {
                             let _ = out.write_all(&backend::error_response(Severity::Fatal, "08006", "vigil: the target closed the connection", None)).await;
@@ -483,25 +548,36 @@ impl Relay {
         }
     }
 
-    /// Decides about a statement string (cached by its text).
-    /// Decides about a statement string (cached by its exact text: a cache keyed by a
-    /// fingerprint that ignores constants would let `WHERE 1=1` ride on `WHERE 1=0`'s allow).
+    /// Decides about a statement string. Cached by its exact text, and by its shape (the text
+    /// without its numeric constants, see `sql::Shape`) when the decision provably does not
+    /// depend on them: PostgreSQL's scanner agrees on where the numbers are and no analysis read
+    /// a number's value (`WHERE 1=1` must not ride on `WHERE 1=0`'s allow).
     fn decide(&mut self, sql_text: &str) -> Decided {
         if let Some(hit) = self.cache.get(sql_text) {
             return hit.clone();
         }
-        let analysis = sql::analyze(sql_text);
+        let shape = sql::shape(sql_text);
+        if let Some(s) = &shape {
+            if let Some(hit) = self.shapes.get(&s.key) {
+                return hit.instantiate(sql_text, s);
+            }
+        }
+        sql::constants::watch();
+        let parsed = sql::parse(sql_text);
+        let analysis = match &parsed {
+            Ok(p) => sql::analyze_parsed(sql_text, p),
+            Err(e) => Err(e.clone()),
+        };
         let mut decision = self
             .gw
             .policy()
             .check_sql(&self.roles, &self.target, analysis.as_ref());
-        // The taint analysis parses again; it never sees what the classifier refused to parse
-        // (libpg_query can crash on it).
         let taints: Vec<OutputTaint> = if self.catalog.has_masks() {
-            mask::analyze_script(&self.catalog, sql_text)
+            mask::analyze_parsed(&self.catalog, parsed.as_ref())
         } else {
             Vec::new()
         };
+        let numbers_read = sql::constants::was_read();
         if decision.action == Action::Allow {
             if let Some(r) = taints.iter().find_map(|t| t.refuse.as_ref()) {
                 decision = Decision {
@@ -513,18 +589,8 @@ impl Relay {
                 };
             }
         }
-        let texts: Vec<String> = match &analysis {
-            Ok(a) => a
-                .statements
-                .iter()
-                .map(|st| {
-                    sql_text
-                        .get(st.span.clone())
-                        .unwrap_or(sql_text)
-                        .trim()
-                        .to_string()
-                })
-                .collect(),
+        let spans: Vec<std::ops::Range<usize>> = match &analysis {
+            Ok(a) => a.statements.iter().map(|st| st.span.clone()).collect(),
             Err(_) => Vec::new(),
         };
         if let Ok(a) = &analysis {
@@ -558,14 +624,37 @@ impl Relay {
         let entry = Decided {
             decision,
             taints: Arc::new(taints),
-            texts: Arc::new(texts),
+            texts: Arc::new(statement_texts(sql_text, &spans, |o| o)),
             renames,
         };
-        if self.cache.len() >= DECISION_CACHE || self.catalog_stale {
+        if self.cache.len() + self.shapes.len() >= DECISION_CACHE || self.catalog_stale {
             self.cache.clear();
+            self.shapes.clear();
         }
-        if !self.catalog_stale {
-            self.cache.insert(sql_text.to_string(), entry.clone());
+        if self.catalog_stale {
+            return entry;
+        }
+        let reusable = match (&shape, &parsed) {
+            (Some(s), Ok(p)) => !numbers_read && s.agrees_with(&p.numbers),
+            _ => false,
+        };
+        match shape {
+            Some(s) if reusable => {
+                let spans = spans
+                    .iter()
+                    .map(|r| s.key_offset(r.start)..s.key_offset(r.end))
+                    .collect();
+                self.shapes.insert(
+                    s.key,
+                    ShapeDecided {
+                        decided: entry.clone(),
+                        spans,
+                    },
+                );
+            }
+            _ => {
+                self.cache.insert(sql_text.to_string(), entry.clone());
+            }
         }
         entry
     }
@@ -1291,6 +1380,7 @@ impl Relay {
         .map_err(|_| "the catalog did not answer in time".to_string())??;
         self.catalog = Arc::new(c);
         self.cache.clear();
+        self.shapes.clear();
         Ok(())
     }
 }

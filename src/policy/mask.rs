@@ -709,23 +709,19 @@ pub fn analyze_output(catalog: &MaskCatalog, sql: &str) -> OutputTaint {
 /// One [`OutputTaint`] per statement of a simple-Query string, in order. A string that does not
 /// parse gives one refused entry.
 pub fn analyze_script(catalog: &MaskCatalog, sql: &str) -> Vec<OutputTaint> {
-    // libpg_query must never see text that could crash it (see `sql::precheck`).
-    match crate::policy::sql::precheck(sql) {
-        Ok(()) => {}
+    // libpg_query must never see text that could crash it: `sql::parse` checks first.
+    analyze_parsed(catalog, crate::policy::sql::parse(sql).as_ref())
+}
+
+/// [`analyze_script`] over a string that `sql::parse` parsed (or refused).
+pub fn analyze_parsed(
+    catalog: &MaskCatalog,
+    parsed: Result<&crate::policy::sql::Parsed, &crate::policy::sql::SqlError>,
+) -> Vec<OutputTaint> {
+    match parsed {
+        // Includes what pg_query cannot decode: prost refuses more than 100 nested messages
+        // (about 48 chained `+` terms).
         Err(crate::policy::sql::SqlError::TooDeep) => {
-            return vec![OutputTaint::refused(catalog, Refusal::TooDeep)]
-        }
-        Err(e) => {
-            return vec![OutputTaint::refused(
-                catalog,
-                Refusal::Unparsable(e.to_string()),
-            )]
-        }
-    }
-    match pg_query::parse(sql) {
-        // pg_query decodes libpg_query's protobuf with prost, which refuses more than 100
-        // nested messages (about 48 chained `+` terms).
-        Err(e) if e.to_string().contains("recursion limit") => {
             vec![OutputTaint::refused(catalog, Refusal::TooDeep)]
         }
         Err(e) => vec![OutputTaint::refused(
@@ -733,7 +729,7 @@ pub fn analyze_script(catalog: &MaskCatalog, sql: &str) -> Vec<OutputTaint> {
             Refusal::Unparsable(e.to_string()),
         )],
         Ok(parsed) => parsed
-            .protobuf
+            .result
             .stmts
             .iter()
             .map(|raw| match raw.stmt.as_deref() {
@@ -1358,7 +1354,10 @@ fn copy_options(options: &[pb::Node]) -> CopyOptions {
                 header = match arg {
                     None => true,
                     Some(N::Boolean(b)) => b.boolval,
-                    Some(N::Integer(i)) => i.ival != 0,
+                    Some(N::Integer(i)) => {
+                        crate::policy::sql::constants::read();
+                        i.ival != 0
+                    }
                     Some(N::String(s)) => {
                         !matches!(s.sval.to_ascii_lowercase().as_str(), "false" | "off" | "0")
                     }

@@ -586,4 +586,146 @@ action = "deny"
              CREATE FUNCTION, or `*`"
         );
     }
+
+    /// A decision reused by shape (the session's cache, `sql::Shape`) must be the decision the
+    /// string would get on its own: for every statement whose shape is reusable, every variant
+    /// with other numbers decides alike.
+    #[test]
+    fn shape_reuse_never_changes_a_decision() {
+        let p = sql_policy(SQL_RULES).unwrap();
+        let eng = vec!["engineer".to_string()];
+        let decide = |sql: &str| {
+            sql::constants::watch();
+            let d = p.check_sql(&eng, "appdb", sql::analyze(sql).as_ref());
+            (d.action, d.rule, sql::constants::was_read())
+        };
+        let corpus = [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 41237;",
+            "UPDATE pgbench_accounts SET abalance = abalance + -1234 WHERE aid = 5;",
+            "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (3, 1, 5, -1234, CURRENT_TIMESTAMP);",
+            "DELETE FROM t WHERE 1 = 0",
+            "DELETE FROM t WHERE 1 = 1",
+            "DELETE FROM t WHERE 2 > 1",
+            "DELETE FROM t WHERE 1",
+            "DELETE FROM t WHERE 1::bool",
+            "DELETE FROM t WHERE id = 5",
+            "DELETE FROM t WHERE 1 = 1 AND id = 2",
+            "DELETE FROM t WHERE 1 = 0 OR 1 = 1",
+            "DELETE FROM t WHERE NOT 0",
+            "DELETE FROM t WHERE 0 <> 1",
+            "DELETE FROM t WHERE 1 IS NOT NULL",
+            "DELETE FROM t WHERE 5 IN (5, 6)",
+            "DELETE FROM t WHERE 2 BETWEEN 1 AND 3",
+            "UPDATE t SET a = 2 WHERE 3 = 3",
+            "UPDATE t SET a = 2 WHERE 3.5 = 3.5",
+            "UPDATE t SET a = 2 WHERE 1e3 = 1000",
+            "UPDATE staging.t SET a = 2",
+            "SELECT * FROM t ORDER BY 1 LIMIT 5 OFFSET 10",
+            "SELECT 1; DELETE FROM t WHERE 1 = 1; SELECT 2",
+            "COPY t TO STDOUT WITH (HEADER 1)",
+            "EXPLAIN (ANALYZE 0) DELETE FROM t",
+            "COPY (SELECT 1) TO STDOUT WITH (FORMAT csv, HEADER 0)",
+            "SELECT set_config('search_path', 'x', 1::bool)",
+            "SELECT * FROM secrets.keys WHERE id = 1",
+            "DROP TABLE t; SELECT 1",
+            "SELECT numeric(10, 2) '1.5', 'a1'::varchar(20)",
+            "PREPARE p AS DELETE FROM t WHERE 1 = 1",
+            "WITH d AS (DELETE FROM t WHERE 1 = 1 RETURNING *) SELECT 1",
+            "SELECT $1 + 2",
+            "FETCH 5 FROM c",
+            "TRUNCATE t",
+        ];
+        let variants = [
+            "0",
+            "1",
+            "2",
+            "7",
+            "00",
+            "2147483647",
+            "99999999999",
+            "1.5",
+            "0.0",
+            "1e3",
+        ];
+        let (mut reused, mut tried) = (0, 0);
+        for e in corpus {
+            let Some(shape) = sql::shape(e) else { continue };
+            let (action, rule, read) = decide(e);
+            let agrees = sql::parse(e).is_ok_and(|parsed| shape.agrees_with(&parsed.numbers));
+            if read || !agrees {
+                continue;
+            }
+            reused += 1;
+            for v in variants {
+                // Every number of the exemplar replaced by `v`, and each one alone.
+                let mut all = String::new();
+                let mut at = 0;
+                for r in &shape.numbers {
+                    all.push_str(&e[at..r.start]);
+                    all.push_str(v);
+                    at = r.end;
+                }
+                all.push_str(&e[at..]);
+                let mut texts = vec![all];
+                for r in &shape.numbers {
+                    texts.push(format!("{}{v}{}", &e[..r.start], &e[r.end..]));
+                }
+                for t in texts {
+                    let s = sql::shape(&t).expect("a variant has a shape");
+                    if s.key != shape.key {
+                        // Another class of number (an integer for a float): another shape.
+                        continue;
+                    }
+                    tried += 1;
+                    let (a, r, _) = decide(&t);
+                    assert_eq!((a, r.clone()), (action, rule.clone()), "{e} reused for {t}");
+                }
+            }
+        }
+        assert!(
+            reused >= 10,
+            "only {reused} statements had a reusable shape"
+        );
+        assert!(tried >= 200, "only {tried} variants tried");
+        // The ones whose decision depends on a number are never reusable.
+        for e in [
+            "DELETE FROM t WHERE 1 = 1",
+            "DELETE FROM t WHERE 1 = 0",
+            "EXPLAIN (ANALYZE 1) DELETE FROM t",
+        ] {
+            assert!(decide(e).2, "{e}: a number's value was read");
+        }
+    }
+
+    /// Every read of a numeric constant's value in the analyses is reported (see
+    /// `sql::constants`), or the shape cache could reuse a decision that depends on it.
+    #[test]
+    fn every_read_of_a_number_is_reported() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/policy");
+        let mut files = vec![dir.join("mask.rs")];
+        for e in std::fs::read_dir(dir.join("sql")).unwrap() {
+            files.push(e.unwrap().path());
+        }
+        let mut reads = 0;
+        for f in files {
+            if f.ends_with("tests.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&f).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            for (i, line) in lines.iter().enumerate() {
+                if line.contains("ival") || line.contains("fval") {
+                    reads += 1;
+                    let before = &lines[i.saturating_sub(3)..i];
+                    assert!(
+                        before.iter().any(|l| l.contains("constants::read()")),
+                        "{}:{}: a number's value is read without constants::read()",
+                        f.display(),
+                        i + 1
+                    );
+                }
+            }
+        }
+        assert!(reads >= 4, "the scan found {reads} reads");
+    }
 }

@@ -141,6 +141,7 @@
 mod classify;
 mod guard;
 mod pattern;
+mod shape;
 mod tree;
 mod truth;
 
@@ -153,6 +154,7 @@ use std::ops::Range;
 pub use classify::DYNAMIC_FUNCTIONS;
 pub use guard::MAX_NESTING;
 pub use pattern::{MatchMode, PatternError, SqlPattern};
+pub use shape::{shape, Shape};
 
 /// The longest query string analysed.
 pub const MAX_SQL_BYTES: usize = 4 << 20;
@@ -238,31 +240,59 @@ pub enum SqlError {
 
 /// Parses and classifies a query string (one parse; see the module documentation).
 pub fn analyze(sql: &str) -> Result<Analysis, SqlError> {
-    let parsed = parse(sql)?;
+    analyze_parsed(sql, &parse(sql)?)
+}
+
+/// Classifies a query string that [`parse`] parsed.
+pub fn analyze_parsed(sql: &str, parsed: &Parsed) -> Result<Analysis, SqlError> {
     let mut sha = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    let statements = parsed
-        .iter()
-        .map(|p| {
-            p.tree.digest(&mut |bytes| sha.update(bytes));
-            classify::statement(&p.tree, p.span.clone(), 0)
-        })
-        .collect();
+    let statements = statements(sql, parsed, 0, &mut |bytes| sha.update(bytes))?;
     Ok(Analysis {
         statements,
         fingerprint: hex::encode(sha.finish()),
     })
 }
 
-/// One statement's place in the string and its tree.
-struct Parsed {
-    span: Range<usize>,
-    tree: tree::Value,
+/// Each statement of `parsed`, classified at routine-body nesting `level`; `digest` sees every
+/// tree.
+fn statements(
+    sql: &str,
+    parsed: &Parsed,
+    level: usize,
+    digest: &mut impl FnMut(&[u8]),
+) -> Result<Vec<Statement>, SqlError> {
+    let mut out = Vec::with_capacity(parsed.result.stmts.len());
+    for raw in &parsed.result.stmts {
+        let start = usize::try_from(raw.stmt_location)
+            .unwrap_or(0)
+            .min(sql.len());
+        let end = match usize::try_from(raw.stmt_len) {
+            Ok(0) | Err(_) => sql.len(),
+            Ok(len) => start.saturating_add(len).min(sql.len()),
+        };
+        let tree = tree::build(&raw.stmt).map_err(|e| SqlError::Tree(e.to_string()))?;
+        tree.digest(digest);
+        out.push(classify::statement(&tree, start..end, level));
+    }
+    Ok(out)
+}
+
+/// A query string parsed once by libpg_query, for the classifier ([`analyze_parsed`]) and the
+/// masking analysis (`mask::analyze_parsed`) both.
+pub struct Parsed {
+    pub result: pg_query::protobuf::ParseResult,
+    /// Where PostgreSQL's scanner found numeric constants, in order (see [`Shape`]).
+    pub numbers: Vec<Range<usize>>,
 }
 
 /// The checks that must pass before any text reaches libpg_query, whose tree output recurses in
 /// C without a stack check: a too deeply nested statement would abort the process. Every caller
 /// of `pg_query` in vigil runs this first.
 pub fn precheck(sql: &str) -> Result<(), SqlError> {
+    prescan(sql).map(drop)
+}
+
+fn prescan(sql: &str) -> Result<Vec<Range<usize>>, SqlError> {
     if sql.len() > MAX_SQL_BYTES {
         return Err(SqlError::TooLong);
     }
@@ -275,8 +305,9 @@ pub fn precheck(sql: &str) -> Result<(), SqlError> {
     })
 }
 
-fn parse(sql: &str) -> Result<Vec<Parsed>, SqlError> {
-    precheck(sql)?;
+/// Parses a query string with libpg_query, after [`precheck`]'s checks.
+pub fn parse(sql: &str) -> Result<Parsed, SqlError> {
+    let numbers = prescan(sql)?;
     let result = pg_query::parse(sql).map_err(|e| match e {
         pg_query::Error::Parse(why) | pg_query::Error::Scan(why) => SqlError::Syntax(why),
         pg_query::Error::Conversion(_) => SqlError::Nul,
@@ -285,25 +316,37 @@ fn parse(sql: &str) -> Result<Vec<Parsed>, SqlError> {
         }
         other => SqlError::Tree(other.to_string()),
     })?;
-    result
-        .protobuf
-        .stmts
-        .iter()
-        .map(|raw| {
-            let start = usize::try_from(raw.stmt_location)
-                .unwrap_or(0)
-                .min(sql.len());
-            let end = match usize::try_from(raw.stmt_len) {
-                Ok(0) | Err(_) => sql.len(),
-                Ok(len) => start.saturating_add(len).min(sql.len()),
-            };
-            let tree = tree::build(&raw.stmt).map_err(|e| SqlError::Tree(e.to_string()))?;
-            Ok(Parsed {
-                span: start..end,
-                tree,
-            })
-        })
-        .collect()
+    Ok(Parsed {
+        result: result.protobuf,
+        numbers,
+    })
+}
+
+/// Whether an analysis read the value of a numeric constant. A decision that did cannot be
+/// reused for a string that differs only in its numbers (`WHERE 1 = 1` against `WHERE 1 = 0`);
+/// see [`Shape`]. Every place in the analyses that reads a number calls [`constants::read`].
+pub mod constants {
+    use std::cell::Cell;
+
+    thread_local! {
+        static READ: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Starts watching on this thread (analyses are synchronous: no other analysis runs on
+    /// this thread until [`was_read`]).
+    pub fn watch() {
+        READ.with(|r| r.set(false));
+    }
+
+    /// Whether a numeric value was read since [`watch`].
+    pub fn was_read() -> bool {
+        READ.with(Cell::get)
+    }
+
+    /// Notes that the analysis read a numeric constant's value.
+    pub(crate) fn read() {
+        READ.with(|r| r.set(true));
+    }
 }
 
 impl Statement {

@@ -441,10 +441,11 @@ impl Walker {
             });
             return;
         }
-        match super::parse(body) {
-            Ok(parsed) => {
-                for p in parsed {
-                    let inner = statement(&p.tree, p.span, self.level + 1);
+        match super::parse(body)
+            .and_then(|parsed| super::statements(body, &parsed, self.level + 1, &mut |_| {}))
+        {
+            Ok(statements) => {
+                for inner in statements {
                     self.operations.extend(inner.operations);
                     for o in inner.opaque {
                         if !self.opaque.contains(&o) {
@@ -844,7 +845,10 @@ fn option_set(n: &Node, name: &str) -> bool {
             };
             let value = match arg.kind {
                 "String" => truth::parse_bool(arg.str("sval")),
-                "Integer" => Some(arg.int("ival") != 0),
+                "Integer" => {
+                    super::constants::read();
+                    Some(arg.int("ival") != 0)
+                }
                 "Boolean" => Some(arg.flag("boolval")),
                 _ => truth::fold(arg).and_then(|c| truth::truth(&c)).flatten(),
             };

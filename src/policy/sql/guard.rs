@@ -16,6 +16,8 @@
 //! (operators, casts, `NOT`, `JOIN`, `UNION`, subqueries, function calls) is counted, so the bound
 //! is never below the tree's depth; it overcounts keywords that do not nest.
 
+use std::ops::Range;
+
 use pg_query::protobuf::Token;
 
 /// The deepest tree (by the bound above) that is parsed. A few KiB of C stack per level in a
@@ -73,12 +75,14 @@ pub(super) enum Refusal {
     TooDeep,
 }
 
-/// Refuses `sql` if its parse tree could nest deeper than [`MAX_NESTING`].
-pub(super) fn check(sql: &str) -> Result<(), Refusal> {
+/// Refuses `sql` if its parse tree could nest deeper than [`MAX_NESTING`]; otherwise returns
+/// where the scanner found numeric constants (`ICONST`, `FCONST`), for [`super::shape`].
+pub(super) fn check(sql: &str) -> Result<Vec<Range<usize>>, Refusal> {
     let scan = pg_query::scan(sql).map_err(|e| Refusal::Scan(e.to_string()))?;
     let mut stack = vec![Group::new(Opener::Top)];
-    for token in &scan.tokens {
-        let Ok(token) = Token::try_from(token.token) else {
+    let mut numbers = Vec::new();
+    for scanned in &scan.tokens {
+        let Ok(token) = Token::try_from(scanned.token) else {
             bump(&mut stack);
             continue;
         };
@@ -100,14 +104,20 @@ pub(super) fn check(sql: &str) -> Result<(), Refusal> {
                     g.end_segment();
                 }
             }
+            Token::Fconst | Token::Iconst => {
+                let (Ok(start), Ok(end)) =
+                    (usize::try_from(scanned.start), usize::try_from(scanned.end))
+                else {
+                    return Err(Refusal::Scan("a token outside the text".into()));
+                };
+                numbers.push(start..end);
+            }
             Token::Ident
             | Token::Uident
-            | Token::Fconst
             | Token::Sconst
             | Token::Usconst
             | Token::Bconst
             | Token::Xconst
-            | Token::Iconst
             | Token::Param
             | Token::Ascii46
             | Token::SqlComment
@@ -127,7 +137,7 @@ pub(super) fn check(sql: &str) -> Result<(), Refusal> {
     if depth > MAX_NESTING {
         return Err(Refusal::TooDeep);
     }
-    Ok(())
+    Ok(numbers)
 }
 
 fn bump(stack: &mut [Group]) {

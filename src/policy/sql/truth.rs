@@ -30,8 +30,14 @@ pub(super) fn fold(n: &Node) -> Option<Const> {
             }
             let val = n.node("val")?;
             match val.kind {
-                "Integer" => Some(Const::Num(val.int("ival") as f64)),
-                "Float" => val.str("fval").parse().ok().map(Const::Num),
+                "Integer" => {
+                    super::constants::read();
+                    Some(Const::Num(val.int("ival") as f64))
+                }
+                "Float" => {
+                    super::constants::read();
+                    val.str("fval").parse().ok().map(Const::Num)
+                }
                 "Boolean" => Some(Const::Bool(val.flag("boolval"))),
                 "String" => Some(Const::Text(val.str("sval").to_owned())),
                 _ => None,
