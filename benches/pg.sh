@@ -2,11 +2,15 @@
 # Postgres benchmark, measured in one run with pgbench against the same PostgreSQL 15 (1) directly,
 # (2) through vigil (SCRAM login, recording on, a deny rule and a masked column in force) and
 # (3) through pgbouncer (pool_mode = session, the peer): select-only in simple and prepared
-# protocol, the default TPC-B-like mix, and connection setup rate (a new connection per
-# transaction). Prints TPS, average latency and the ratios vigil/direct and vigil/pgbouncer in one
-# table, and vigil's RSS.
+# protocol, the default TPC-B-like mix in simple and prepared protocol, each with 1 client and
+# with CLIENTS clients, and connection setup rate (a new connection per transaction). Prints TPS,
+# the proxy's CPU per statement (user + system time of the vigil or pgbouncer process over the
+# run, divided by the statements pgbench completed) and the ratios vigil/direct and
+# vigil/pgbouncer in one table, vigil's RSS, and vigil's RSS per idle client with IDLE clients
+# connected at once.
 #
-# Usage: bash benches/pg.sh [SECONDS] [CLIENTS] [THREADS] [CONNECT_SECONDS]   (defaults 15 8 2 5)
+# Usage: bash benches/pg.sh [SECONDS] [CLIENTS] [THREADS] [CONNECT_SECONDS] [IDLE]
+#        (defaults 15 8 2 5 1000)
 # Needs: PostgreSQL 15 server binaries (postgresql-15), psql, python3, pgbouncer (installed with
 # apt-get when missing). Everything runs on 127.0.0.1 at free ports in a temp dir that is removed
 # at exit, with every process the script started.
@@ -16,6 +20,7 @@ SECS=${1:-15}
 CLIENTS=${2:-8}
 THREADS=${3:-2}
 CSECS=${4:-5}
+IDLE=${5:-1000}
 SCALE=10
 PG_BIN=/usr/lib/postgresql/15/bin
 PGBOUNCER=/usr/sbin/pgbouncer
@@ -84,7 +89,7 @@ echo "postgres-secret" > "$DIR/pg/pwfile"
 # Durability off (fsync, synchronous_commit, full_page_writes): a throwaway database, so that
 # the TPC-B figures measure the paths to PostgreSQL, not the disk.
 "${AS[@]}" "$PG_BIN/postgres" -D "$DIR/pg/data" -c listen_addresses=127.0.0.1 -c port="$PG_PORT" \
-  -c unix_socket_directories="$DIR/pg" -c max_connections=200 -c shared_buffers=256MB \
+  -c unix_socket_directories="$DIR/pg" -c max_connections=$((IDLE + 100)) -c shared_buffers=256MB \
   -c fsync=off -c synchronous_commit=off -c full_page_writes=off > "$DIR/pg/postgres.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && break; sleep 0.1; done
@@ -203,57 +208,84 @@ CONN[direct]=$DIRECT_CONN; PW[direct]=$APP_PW
 CONN[vigil]=$VIGIL_CONN; PW[vigil]=$BENCH_PW
 CONN[vigil-rw]="host=127.0.0.1 port=$VIGIL_PORT user=bench-rw dbname=appdb"; PW[vigil-rw]=$BENCH_PW
 CONN[pgbouncer]=$BOUNCER_CONN; PW[pgbouncer]=$BENCH_PW
+declare -A PROC
+PROC[vigil]=$VIGIL_PID
+PROC[pgbouncer]=$BOUNCER_PID
 ENDPOINTS=(direct vigil pgbouncer)
-MODES=(select-simple select-prepared tpcb connect)
-declare -A ARGS LABEL
+MODES=(select-simple select-prepared tpcb-simple tpcb-prepared connect)
+declare -A ARGS LABEL STMTS
 ARGS[select-simple]="-S -M simple -T $SECS"
 ARGS[select-prepared]="-S -M prepared -T $SECS"
-ARGS[tpcb]="-M simple -T $SECS"
+ARGS[tpcb-simple]="-M simple -T $SECS"
+ARGS[tpcb-prepared]="-M prepared -T $SECS"
 ARGS[connect]="-C -S -M simple -T $CSECS"
 LABEL[select-simple]="select-only, simple (-S)"
 LABEL[select-prepared]="select-only, prepared (-S -M prepared)"
-LABEL[tpcb]="TPC-B-like mix (default; vigil as bench-rw)"
+LABEL[tpcb-simple]="TPC-B-like mix, simple (vigil as bench-rw)"
+LABEL[tpcb-prepared]="TPC-B-like mix, prepared (vigil as bench-rw)"
 LABEL[connect]="connection setup (-C -S), connections/s"
+# Statements per pgbench transaction: the mix is BEGIN, 3 UPDATEs, a SELECT, an INSERT, END.
+STMTS[select-simple]=1; STMTS[select-prepared]=1; STMTS[tpcb-simple]=7; STMTS[tpcb-prepared]=7; STMTS[connect]=1
 
-declare -A TPS LAT FAILED
+declare -A TPS LAT CPU
 FAILS=0
 rss_sample() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# User + system CPU time of a process, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
 echo "postgres 127.0.0.1:$PG_PORT, vigil :$VIGIL_PORT, pgbouncer :$BOUNCER_PORT (pool_mode = session)"
 echo "vigil: recording on, rule 'no-drop' (sql = [\"DROP\"], deny), mask $MASKED (redact: NULL for an int),"
 echo "       which every -S select and the mix's select read"
-echo "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); $CLIENTS clients, $THREADS threads, ${SECS} s per run (-C: ${CSECS} s), -n (no vacuum by pgbench)"
+echo "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); 1 and $CLIENTS clients, $THREADS threads, ${SECS} s per run (-C: ${CSECS} s), -n (no vacuum by pgbench)"
 echo
+RUNS=()
 for mode in "${MODES[@]}"; do
-  for ep in "${ENDPOINTS[@]}"; do
-    if [ "$mode" = tpcb ]; then
-      # What pgbench does itself without -n, done directly so every endpoint starts alike.
-      PGPASSWORD=$APP_PW psql -q -X -v ON_ERROR_STOP=1 "$DIRECT_CONN" \
-        -c "truncate pgbench_history" -c "vacuum analyze pgbench_branches, pgbench_tellers" > /dev/null
-    fi
-    log=$DIR/$mode-$ep.log
-    who=$ep
-    if [ "$mode" = tpcb ] && [ "$ep" = vigil ]; then who=vigil-rw; fi
-    # shellcheck disable=SC2086
-    PGPASSWORD=${PW[$who]} "$PGBENCH" -n ${ARGS[$mode]} -c "$CLIENTS" -j "$THREADS" "${CONN[$who]}" > "$log" 2>&1 &
-    bench=$!
-    if [ "$mode" = select-simple ]; then
-      sleep $((SECS / 2))
-      if [ "$ep" = vigil ]; then RSS_LOAD=$(rss_sample "$VIGIL_PID"); fi
-      if [ "$ep" = pgbouncer ]; then RSS_BOUNCER=$(rss_sample "$BOUNCER_PID"); fi
-    fi
-    if wait $bench && grep -q '^tps = ' "$log"; then
-      TPS[$mode,$ep]=$(awk '/^tps = / {printf "%.0f", $3; exit}' "$log")
-      LAT[$mode,$ep]=$(awk '/^latency average = / {printf "%.2f", $4; exit}' "$log")
-      echo "  $mode via $ep: ${TPS[$mode,$ep]} tps, latency average ${LAT[$mode,$ep]} ms"
-    else
-      FAILED[$mode,$ep]=1
-      FAILS=$((FAILS + 1))
-      TPS[$mode,$ep]=FAIL
-      LAT[$mode,$ep]=-
-      echo "  $mode via $ep: FAILED: PGPASSWORD=... $PGBENCH -n ${ARGS[$mode]} -c $CLIENTS -j $THREADS '${CONN[$who]}'"
-      { grep -iE 'error|abort|fatal|fail' "$log" || true; } | head -5 | sed 's/^/      /'
-      if [ "$ep" = vigil ]; then tail -5 "$DIR/vigil/vigil.log" | sed 's/^/      vigil.log: /'; fi
-    fi
+  counts=(1 "$CLIENTS")
+  if [ "$mode" = connect ]; then counts=("$CLIENTS"); fi
+  for c in "${counts[@]}"; do
+    RUNS+=("$mode,$c")
+    for ep in "${ENDPOINTS[@]}"; do
+      case "$mode" in tpcb-*)
+        # What pgbench does itself without -n, done directly so every endpoint starts alike.
+        PGPASSWORD=$APP_PW psql -q -X -v ON_ERROR_STOP=1 "$DIRECT_CONN" \
+          -c "truncate pgbench_history" -c "vacuum analyze pgbench_branches, pgbench_tellers" > /dev/null ;;
+      esac
+      log=$DIR/$mode-$c-$ep.log
+      who=$ep
+      case "$mode,$ep" in tpcb-*,vigil) who=vigil-rw ;; esac
+      j=$THREADS
+      if [ "$c" -lt "$j" ]; then j=$c; fi
+      proc=${PROC[$ep]:-}
+      if [ -n "$proc" ]; then t0=$(cpu_ticks "$proc"); fi
+      # shellcheck disable=SC2086
+      PGPASSWORD=${PW[$who]} "$PGBENCH" -n ${ARGS[$mode]} -c "$c" -j "$j" "${CONN[$who]}" > "$log" 2>&1 &
+      bench=$!
+      if [ "$mode,$c" = "select-simple,$CLIENTS" ]; then
+        sleep $((SECS / 2))
+        if [ "$ep" = vigil ]; then RSS_LOAD=$(rss_sample "$VIGIL_PID"); fi
+        if [ "$ep" = pgbouncer ]; then RSS_BOUNCER=$(rss_sample "$BOUNCER_PID"); fi
+      fi
+      k=$mode,$c,$ep
+      if wait $bench && grep -q '^tps = ' "$log"; then
+        TPS[$k]=$(awk '/^tps = / {printf "%.0f", $3; exit}' "$log")
+        LAT[$k]=$(awk '/^latency average = / {printf "%.2f", $4; exit}' "$log")
+        CPU[$k]=-
+        if [ -n "$proc" ]; then
+          t1=$(cpu_ticks "$proc")
+          n=$(awk '/^number of transactions actually processed/ {split($NF, a, "/"); print a[1]; exit}' "$log")
+          CPU[$k]=$(python3 -c "print(f'{($t1 - $t0) / $TICK * 1e6 / ($n * ${STMTS[$mode]}):.1f}')")
+        fi
+        echo "  $mode -c $c via $ep: ${TPS[$k]} tps, latency average ${LAT[$k]} ms, proxy CPU ${CPU[$k]} us/statement"
+      else
+        FAILS=$((FAILS + 1))
+        TPS[$k]=FAIL
+        LAT[$k]=-
+        CPU[$k]=-
+        echo "  $mode -c $c via $ep: FAILED: PGPASSWORD=... $PGBENCH -n ${ARGS[$mode]} -c $c -j $j '${CONN[$who]}'"
+        { grep -iE 'error|abort|fatal|fail' "$log" || true; } | head -5 | sed 's/^/      /'
+        if [ "$ep" = vigil ]; then tail -5 "$DIR/vigil/vigil.log" | sed 's/^/      vigil.log: /'; fi
+      fi
+    done
   done
 done
 # The mix as bench, to whom the mask applies: one transaction, to show what vigil answers.
@@ -267,18 +299,43 @@ RSS_AFTER=$(rss_sample "$VIGIL_PID")
 RSS_PEAK=$(awk '/VmHWM/ {print $2}' "/proc/$VIGIL_PID/status")
 kill -0 "$VIGIL_PID" 2> /dev/null || echo "vigil is no longer running: $(tail -5 "$DIR/vigil/vigil.log")"
 
+# RSS per idle client: IDLE pgbench clients log in through vigil at once (each has its own session
+# and upstream connection) and sleep; vigil's RSS is sampled while they are all connected.
+printf '\\sleep %s s\n' "$((IDLE / 50 + 10))" > "$DIR/idle.sql"
+RSS_BASE=$(rss_sample "$VIGIL_PID")
+PGPASSWORD=$BENCH_PW "$PGBENCH" -n -c "$IDLE" -j "$THREADS" -t 1 -f "$DIR/idle.sql" "$VIGIL_CONN" > "$DIR/idle.log" 2>&1 &
+idle=$!
+RSS_IDLE_ALL=
+for _ in $(seq $((IDLE / 5 + 60))); do
+  sleep 0.5
+  n=$(PGPASSWORD=$APP_PW psql -X -At "$DIRECT_CONN" -c "select count(*) from pg_stat_activity where usename = 'app' and state = 'idle'" 2> /dev/null || echo 0)
+  if [ "$n" -ge "$IDLE" ]; then
+    sleep 1
+    RSS_IDLE_ALL=$(rss_sample "$VIGIL_PID")
+    break
+  fi
+done
+wait $idle || { FAILS=$((FAILS + 1)); echo "  $IDLE idle clients via vigil: FAILED"; grep -iE 'error|fatal' "$DIR/idle.log" | head -3; }
+
 ratio() {
   case "$1$2" in *FAIL*) echo "-" ;; *) python3 -c "print(f'{$1/$2:.2f}x')" ;; esac
 }
 echo
-echo "| mode | direct TPS | vigil TPS | pgbouncer TPS | vigil/direct | vigil/pgbouncer | latency avg ms direct / vigil / pgbouncer |"
-echo "|---|---|---|---|---|---|---|"
-for mode in "${MODES[@]}"; do
-  d=${TPS[$mode,direct]}; v=${TPS[$mode,vigil]}; b=${TPS[$mode,pgbouncer]}
-  echo "| ${LABEL[$mode]} | $d | $v | $b | $(ratio "$v" "$d") | $(ratio "$v" "$b") | ${LAT[$mode,direct]} / ${LAT[$mode,vigil]} / ${LAT[$mode,pgbouncer]} |"
+echo "| mode | clients | direct TPS | vigil TPS | pgbouncer TPS | vigil/direct | vigil/pgbouncer | proxy CPU us/statement vigil / pgbouncer | latency avg ms direct / vigil / pgbouncer |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for run in "${RUNS[@]}"; do
+  mode=${run%,*}; c=${run#*,}
+  d=${TPS[$run,direct]}; v=${TPS[$run,vigil]}; b=${TPS[$run,pgbouncer]}
+  echo "| ${LABEL[$mode]} | $c | $d | $v | $b | $(ratio "$v" "$d") | $(ratio "$v" "$b") | ${CPU[$run,vigil]} / ${CPU[$run,pgbouncer]} | ${LAT[$run,direct]} / ${LAT[$run,vigil]} / ${LAT[$run,pgbouncer]} |"
 done
 echo
-echo "vigil RSS: ${RSS_IDLE} KiB idle after start, ${RSS_LOAD:-?} KiB during $CLIENTS-client select-only, ${RSS_AFTER} KiB at the end, peak (VmHWM) ${RSS_PEAK} KiB"
+echo "vigil RSS: ${RSS_IDLE} KiB idle after start, ${RSS_LOAD:-?} KiB during $CLIENTS-client select-only, ${RSS_AFTER} KiB after the runs, peak (VmHWM) ${RSS_PEAK} KiB"
+if [ -n "$RSS_IDLE_ALL" ]; then
+  echo "vigil RSS with $IDLE idle clients: ${RSS_IDLE_ALL} KiB (from ${RSS_BASE} KiB): $(python3 -c "print(f'{($RSS_IDLE_ALL - $RSS_BASE) / $IDLE:.1f}')") KiB per idle client"
+else
+  echo "vigil RSS with $IDLE idle clients: not measured (they did not all connect in time)"
+  FAILS=$((FAILS + 1))
+fi
 echo "pgbouncer RSS during $CLIENTS-client select-only: ${RSS_BOUNCER:-?} KiB"
 echo "recordings written: $(find "$DIR/vigil/store" -type f | wc -l) objects, $(du -sk "$DIR/vigil/store" | cut -f1) KiB"
 echo "TPC-B-like mix through vigil as bench (masked user): $TPCB_MASKED"

@@ -241,6 +241,7 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         sql_prepared: HashMap::new(),
         cache: HashMap::new(),
         shapes: HashMap::new(),
+        described: None,
         max_rows: config
             .file
             .recording
@@ -301,10 +302,12 @@ enum Expect {
     Close,
     /// The client's Describe: forwarded.
     Describe,
-    /// vigil's own Describe of a portal right before an Execute, consumed; its answer plans that
-    /// Execute. (portal, the Execute's number, the taint of the statement bound to it, and the
-    /// sync point after which it was bound: the taint holds only if no transaction ended since.)
-    OurDescribe(String, u64, Option<OutputTaint>, u64),
+    /// A Describe of a portal right before an Execute, whose answer plans that Execute: vigil's
+    /// own (consumed), or the client's when it sent one there itself (forwarded: libpq sends
+    /// Bind, Describe, Execute, Sync). (portal, the Execute's number, the taint of the statement
+    /// bound to it, the sync point after which it was bound: the taint holds only if no
+    /// transaction ended since; whether the answer goes to the client.)
+    OurDescribe(String, u64, Option<OutputTaint>, u64, bool),
     Execute(Box<Run>),
     Sync,
     /// A refused Parse: the target's error is replaced with this one.
@@ -411,6 +414,8 @@ struct Relay {
     sql_prepared: HashMap<String, OutputTaint>,
     cache: HashMap<String, Decided>,
     shapes: HashMap<String, ShapeDecided>,
+    /// The portal named by the client's last message when that was a Describe of a portal.
+    described: Option<String>,
     max_rows: u64,
     status: TransactionStatus,
     audit: AuditEvent,
@@ -445,6 +450,8 @@ impl Relay {
         let mut to_client = BytesMut::new();
         loop {
             tokio::select! {
+                // No random start: both branches are drained in turn anyway.
+                biased;
                 m = client.next() => match m {
                     None => return "client closed the connection".into(),
                     Some(Err(e)) => {
@@ -695,6 +702,11 @@ impl Relay {
         up: &mut Up,
         to_client: &mut BytesMut,
     ) -> Result<(), String> {
+        // The portal the client's previous message described (a Flush in between keeps it).
+        let described = match m {
+            Frontend::Flush { .. } => self.described.clone(),
+            _ => self.described.take(),
+        };
         if self.skipping {
             // The target would discard all of it until Sync, so vigil does not send it (a
             // refused statement must not reach the target in any form) and expects nothing.
@@ -812,9 +824,16 @@ impl Relay {
                     },
                 );
             }
-            Frontend::Describe { frame, .. } => {
+            Frontend::Describe {
+                frame,
+                target,
+                name,
+            } => {
                 up.feed(frame).await.map_err(|e| e.to_string())?;
                 self.expects.push_back(Expect::Describe);
+                if target == Kind::Portal {
+                    self.described = Some(name);
+                }
             }
             Frontend::Execute { frame, portal, .. } => {
                 // vigil's own Describe of the portal right before each Execute: the columns,
@@ -835,11 +854,21 @@ impl Relay {
                     ),
                 };
                 run.binding = Some((portal.clone(), gen));
-                up.feed(frame_describe_portal(&portal))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                self.expects
-                    .push_back(Expect::OurDescribe(portal, gen, taint, bind_sync));
+                // The client's own Describe of this portal, sent right before (nothing but a
+                // Flush between), describes what this Execute returns as well as vigil's would.
+                if described.as_deref() == Some(portal.as_str())
+                    && matches!(self.expects.back(), Some(Expect::Describe))
+                {
+                    self.expects.pop_back();
+                    self.expects
+                        .push_back(Expect::OurDescribe(portal, gen, taint, bind_sync, true));
+                } else {
+                    up.feed(frame_describe_portal(&portal))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    self.expects
+                        .push_back(Expect::OurDescribe(portal, gen, taint, bind_sync, false));
+                }
                 up.feed(frame).await.map_err(|e| e.to_string())?;
                 self.expects.push_back(Expect::Execute(Box::new(run)));
             }
@@ -1023,9 +1052,12 @@ impl Relay {
             Backend::ParameterDescription { frame, .. } => to_client.extend_from_slice(&frame),
             Backend::RowDescription { frame, fields } => match self.expects.front_mut() {
                 Some(Expect::OurDescribe(..)) => {
-                    if let Some(Expect::OurDescribe(portal, gen, taint, bind_sync)) =
+                    if let Some(Expect::OurDescribe(portal, gen, taint, bind_sync, forward)) =
                         self.expects.pop_front()
                     {
+                        if forward {
+                            to_client.extend_from_slice(&frame);
+                        }
                         // The bound statement's taint describes this portal only if no
                         // transaction ended since the Bind (else the name may now be a cursor).
                         let taint = taint.filter(|_| self.last_idle <= bind_sync);
@@ -1055,7 +1087,12 @@ impl Relay {
             },
             Backend::NoData { frame } => match self.expects.front() {
                 Some(Expect::OurDescribe(..)) => {
-                    if let Some(Expect::OurDescribe(portal, gen, ..)) = self.expects.pop_front() {
+                    if let Some(Expect::OurDescribe(portal, gen, _, _, forward)) =
+                        self.expects.pop_front()
+                    {
+                        if forward {
+                            to_client.extend_from_slice(&frame);
+                        }
                         self.planned(&portal, gen, Arc::new(Vec::new()), Vec::new());
                     }
                 }
