@@ -620,3 +620,276 @@ fn tls_for_clients_and_a_message_size_limit() {
     let (code, out, _) = tls("select 'alive'");
     assert_eq!((code, out.trim()), (0, "alive"));
 }
+
+/// A raw protocol client over a plain socket, SCRAM included, so that a test controls exactly
+/// which messages go in one write.
+struct RawClient {
+    s: std::net::TcpStream,
+    rbuf: bytes::BytesMut,
+}
+
+impl RawClient {
+    fn login(port: u16, user: &str, password: &str) -> RawClient {
+        use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+        use postgres_protocol::message::{backend::Message, frontend};
+        use std::io::Write;
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut c = RawClient {
+            s,
+            rbuf: bytes::BytesMut::new(),
+        };
+        let mut buf = bytes::BytesMut::new();
+        frontend::startup_message([("user", user), ("database", "appdb")], &mut buf).unwrap();
+        c.s.write_all(&buf).unwrap();
+        let mut scram = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+        loop {
+            buf.clear();
+            match c.next() {
+                Message::AuthenticationSasl(_) => {
+                    frontend::sasl_initial_response("SCRAM-SHA-256", scram.message(), &mut buf)
+                        .unwrap();
+                }
+                Message::AuthenticationSaslContinue(b) => {
+                    scram.update(b.data()).unwrap();
+                    frontend::sasl_response(scram.message(), &mut buf).unwrap();
+                }
+                Message::AuthenticationSaslFinal(b) => scram.finish(b.data()).unwrap(),
+                Message::ReadyForQuery(_) => return c,
+                Message::ErrorResponse(_) => panic!("login as {user} failed"),
+                _ => {}
+            }
+            if !buf.is_empty() {
+                c.s.write_all(&buf).unwrap();
+            }
+        }
+    }
+
+    fn next(&mut self) -> postgres_protocol::message::backend::Message {
+        use std::io::Read;
+        loop {
+            if let Some(m) =
+                postgres_protocol::message::backend::Message::parse(&mut self.rbuf).unwrap()
+            {
+                return m;
+            }
+            let mut chunk = [0u8; 8192];
+            let n = self.s.read(&mut chunk).expect("vigil answers in time");
+            assert!(n > 0, "vigil closed the connection");
+            self.rbuf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Sends `batch` in one write and reads up to the ReadyForQuery: each message's tag (as the
+    /// protocol names it), with the SQLSTATE of errors and the text of the first column of rows.
+    fn exchange(&mut self, batch: &[u8]) -> Vec<String> {
+        use fallible_iterator::FallibleIterator;
+        use postgres_protocol::message::backend::Message;
+        use std::io::Write;
+        self.s.write_all(batch).unwrap();
+        let mut seen = Vec::new();
+        loop {
+            let m = self.next();
+            seen.push(match m {
+                Message::ParseComplete => "ParseComplete".to_string(),
+                Message::BindComplete => "BindComplete".to_string(),
+                Message::RowDescription(_) => "RowDescription".to_string(),
+                Message::NoData => "NoData".to_string(),
+                Message::DataRow(b) => {
+                    let first = b.ranges().next().unwrap().flatten();
+                    let v = first.map(|r| String::from_utf8_lossy(&b.buffer()[r]).to_string());
+                    format!("DataRow {}", v.as_deref().unwrap_or("NULL"))
+                }
+                Message::CommandComplete(b) => format!("CommandComplete {}", b.tag().unwrap()),
+                Message::ErrorResponse(b) => {
+                    let code = b
+                        .fields()
+                        .find(|f| Ok(f.type_() == b'C'))
+                        .unwrap()
+                        .map(|f| String::from_utf8_lossy(f.value_bytes()).to_string());
+                    format!("ErrorResponse {}", code.unwrap_or_default())
+                }
+                Message::ReadyForQuery(b) => {
+                    seen.push(format!("ReadyForQuery {}", b.status() as char));
+                    return seen;
+                }
+                Message::NoticeResponse(_) | Message::ParameterStatus(_) => continue,
+                other => format!("other {}", std::any::type_name_of_val(&other)),
+            });
+        }
+    }
+}
+
+/// One extended-protocol statement: Parse and Bind of the unnamed statement and portal (result
+/// columns in `format`), Describe, Execute.
+fn extended(buf: &mut bytes::BytesMut, sql: &str, format: i16) {
+    postgres_protocol::message::frontend::parse("", sql, std::iter::empty(), buf).unwrap();
+    bind_execute(buf, "", "", format, true);
+}
+
+/// Bind of `statement` to `portal` without parameters, a Describe of it if `describe`, Execute.
+fn bind_execute(
+    buf: &mut bytes::BytesMut,
+    statement: &str,
+    portal: &str,
+    format: i16,
+    describe: bool,
+) {
+    use postgres_protocol::message::frontend;
+    frontend::bind(
+        portal,
+        statement,
+        std::iter::empty::<i16>(),
+        std::iter::empty::<Option<&[u8]>>(),
+        |_: Option<&[u8]>, _| Ok(postgres_protocol::IsNull::Yes),
+        [format],
+        buf,
+    )
+    .map_err(|_| "bind")
+    .unwrap();
+    if describe {
+        frontend::describe(b'P', portal, buf).unwrap();
+    }
+    frontend::execute(portal, 0, buf).unwrap();
+}
+
+/// What one `extended` statement returning one row with `value` gets.
+fn one_row(value: &str) -> Vec<String> {
+    [
+        "ParseComplete".to_string(),
+        "BindComplete".into(),
+        "RowDescription".into(),
+        format!("DataRow {value}"),
+        "CommandComplete SELECT 1".into(),
+    ]
+    .into()
+}
+
+#[test]
+fn a_refused_statement_in_a_raw_pipeline_skips_to_sync_and_nothing_after_it_runs() {
+    use postgres_protocol::message::frontend;
+    let b = PgBastion::start();
+    let direct = format!(
+        "host=127.0.0.1 port={} user={USER} dbname={DATABASE} sslmode=disable",
+        b.server.port
+    );
+    let (code, _, err) = run(Command::new("psql").env("PGPASSWORD", PASSWORD).args([
+        &direct,
+        "-qc",
+        "create sequence probe",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let mut c = RawClient::login(b.port, "alice", ALICE_PW);
+    // One write: a clean statement, a refused one, then statements the refusal must skip,
+    // one of which (nextval) would leave a trace that no rollback undoes.
+    let mut buf = bytes::BytesMut::new();
+    extended(&mut buf, "select 1", 0);
+    extended(&mut buf, "drop table orders", 0);
+    extended(&mut buf, "select nextval('probe')", 0);
+    frontend::flush(&mut buf);
+    extended(&mut buf, "select ssn from users where id = 1", 0);
+    frontend::sync(&mut buf);
+    let seen = c.exchange(&buf);
+    let mut want = one_row("1");
+    want.extend(["ErrorResponse 42501".into(), "ReadyForQuery I".into()]);
+    assert_eq!(seen, want);
+    // The session goes on; the skipped nextval never reached the target; masks hold in text
+    // and in binary format, with the client's own Describe before each Execute.
+    buf.clear();
+    extended(&mut buf, "select is_called::text from probe", 0);
+    extended(&mut buf, "select ssn from users where id = 1", 0);
+    extended(&mut buf, "select ssn from users where id = 2", 1);
+    frontend::sync(&mut buf);
+    let seen = c.exchange(&buf);
+    let mut want = [one_row("false"), one_row("****"), one_row("****")].concat();
+    want.push("ReadyForQuery I".into());
+    assert_eq!(seen, want);
+    // Without a Describe of its own: vigil describes the portal itself, and still masks.
+    buf.clear();
+    frontend::parse(
+        "s1",
+        "select email from users where id = 1",
+        std::iter::empty(),
+        &mut buf,
+    )
+    .unwrap();
+    bind_execute(&mut buf, "s1", "p1", 0, false);
+    frontend::sync(&mut buf);
+    let seen = c.exchange(&buf);
+    assert_eq!(
+        seen,
+        [
+            "ParseComplete",
+            "BindComplete",
+            "DataRow ****",
+            "CommandComplete SELECT 1",
+            "ReadyForQuery I",
+        ],
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn listen_notify_reaches_listeners_through_vigil() {
+    let b = PgBastion::start();
+    let conninfo = format!("{} password={ALICE_PW}", b.conninfo("alice"));
+    let erin = format!("{} password={ERIN_PW}", b.conninfo("erin"));
+    b.rt.block_on(async {
+        let (listener, mut conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(m) = futures::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                match m {
+                    Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                        let _ = tx.send((n.channel().to_string(), n.payload().to_string()));
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("listener connection: {e}"),
+                }
+            }
+        });
+        listener.batch_execute("listen jobs").await.unwrap();
+        // From another session through vigil, and from the same one.
+        let (notifier, conn) = tokio_postgres::connect(&erin, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        notifier
+            .batch_execute("notify jobs, 'from erin'")
+            .await
+            .unwrap();
+        listener
+            .execute("select pg_notify('jobs', $1)", &[&"from alice"])
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let n = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("a notification within 10 s")
+                .unwrap();
+            got.push(n);
+        }
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("jobs".to_string(), "from alice".to_string()),
+                ("jobs".to_string(), "from erin".to_string()),
+            ]
+        );
+        // A masked value cannot leave through a notification payload.
+        let err = listener
+            .batch_execute("select pg_notify('jobs', ssn) from users")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{err}"
+        );
+        listener.batch_execute("unlisten jobs").await.unwrap();
+    });
+}
