@@ -113,6 +113,7 @@ pub struct Running {
 /// Loads keys, opens the recording store (finishing what a previous run left in the spool),
 /// binds the listeners and starts accepting.
 pub async fn start(config: Config) -> Result<Running, DaemonError> {
+    raise_fd_limit();
     let settings = config.recording.clone().ok_or(DaemonError::NoRecording)?;
     let signer = Signer::load_or_create_file(&config.host_key)?;
     let host_key =
@@ -293,4 +294,27 @@ pub async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     eprintln!("vigil: shutting down: closing sessions and sealing recordings");
     running.shutdown(Duration::from_secs(30)).await;
     Ok(())
+}
+
+/// Every session holds two sockets (the client's and the target's) and a recording may hold a
+/// spool file: the usual soft limit of 1024 descriptors would refuse connections from about the
+/// 500th session on. Raise it to the hard limit, as servers do.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let old = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+            tracing::debug!(from = old, to = lim.rlim_max, "raised the open-file limit");
+        } else {
+            tracing::warn!(limit = old, "cannot raise the open-file limit");
+        }
+    }
 }
