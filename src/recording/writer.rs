@@ -1,5 +1,5 @@
-//! The recorder: takes a session's events through a bounded channel, batches them, seals chunks
-//! and ships them to the store while the session runs; spools what the store cannot take yet and
+//! The recorder: encodes a session's events into a batch as they happen (in the session's own
+//! task: no hand-off per event), seals chunks and ships them to the store while the session runs; spools what the store cannot take yet and
 //! closes, at the next start, recordings whose writer died.
 //!
 //! Invariants: no plaintext byte reaches disk or the store (only sealed objects are spooled);
@@ -17,7 +17,7 @@ use std::{
 
 use bytes::Bytes;
 use futures::{stream::FuturesOrdered, StreamExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
@@ -32,8 +32,6 @@ use crate::store::{
     Store, StoreError,
 };
 
-/// Events a session may queue before its producer waits (backpressure, not unbounded memory).
-pub const EVENT_QUEUE: usize = 1024;
 /// Sealed chunks queued for upload per session; beyond that they wait in the spool.
 const UPLOAD_QUEUE: usize = 8;
 /// A spooled chunk of a live session this old is uploaded by the sweep, not its uploader.
@@ -210,7 +208,6 @@ impl Recordings {
             up: up_tx,
         };
         let done = inner.tracker.spawn(sealer.run(seal_rx, uploader));
-        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         let writer = Writer {
             chunk_bytes: inner.settings.chunk_bytes,
             flush_every: inner.settings.flush_interval,
@@ -221,11 +218,17 @@ impl Recordings {
             index: 0,
             totals: JournalEntry::default(),
             sealer: seal_tx,
+            closed: false,
         };
-        inner.tracker.spawn(writer.run(rx));
+        let shared = Arc::new(Batching {
+            writer: tokio::sync::Mutex::new(writer),
+            wake: tokio::sync::Notify::new(),
+            dropped: AtomicBool::new(false),
+        });
+        inner.tracker.spawn(shared.clone().run_timer());
         Ok(Recorder {
             id,
-            tx,
+            shared,
             started: Instant::now(),
             done: Some(done),
         })
@@ -247,14 +250,68 @@ impl Recordings {
 /// A session's handle on its recording.
 pub struct Recorder {
     id: String,
-    tx: mpsc::Sender<Msg>,
+    shared: Arc<Batching>,
     started: Instant,
     done: Option<tokio::task::JoinHandle<Summary>>,
 }
 
-enum Msg {
-    Event(Timed),
-    Close(String, oneshot::Sender<()>),
+/// A session's batch, shared by its recorder (which appends to it) and a timer task (which
+/// seals it `flush_interval` after its first event). The lock is held while a full batch is
+/// handed to the sealer, so chunks keep their order and a session whose sealer is behind waits
+/// (backpressure, not unbounded memory).
+struct Batching {
+    writer: tokio::sync::Mutex<Writer>,
+    /// A batch started, the recording closed, or its recorder was dropped.
+    wake: tokio::sync::Notify,
+    /// The recorder was dropped without `close`.
+    dropped: AtomicBool,
+}
+
+impl Batching {
+    /// Seals each batch when it is `flush_interval` old; ends the recording if its recorder
+    /// is dropped without closing it.
+    async fn run_timer(self: Arc<Self>) {
+        loop {
+            let deadline = {
+                let mut w = self.writer.lock().await;
+                if w.closed {
+                    return;
+                }
+                if self.dropped.load(Ordering::Acquire) {
+                    w.closed = true;
+                    w.flush(Some(
+                        "session ended without closing its recording".to_string(),
+                    ))
+                    .await;
+                    return;
+                }
+                match w.span {
+                    Some((_, t)) if t + w.flush_every <= Instant::now() => {
+                        w.flush(None).await;
+                        continue;
+                    }
+                    Some((_, t)) => Some(t + w.flush_every),
+                    None => None,
+                }
+            };
+            match deadline {
+                Some(d) => tokio::select! {
+                    _ = tokio::time::sleep_until(d.into()) => {}
+                    _ = self.wake.notified() => {}
+                },
+                None => self.wake.notified().await,
+            }
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if self.done.is_some() {
+            self.shared.dropped.store(true, Ordering::Release);
+            self.shared.wake.notify_one();
+        }
+    }
 }
 
 impl Recorder {
@@ -267,7 +324,7 @@ impl Recorder {
         Offset::from_duration(self.started.elapsed())
     }
 
-    /// Records an event now. Waits when the writer is behind (backpressure).
+    /// Records an event now. Waits when the sealer is behind (backpressure).
     pub async fn record(&self, event: Event) -> Result<(), RecordError> {
         self.record_at(Timed {
             at: self.offset(),
@@ -278,29 +335,40 @@ impl Recorder {
 
     /// Records an event at a given offset (offsets that go backwards are clamped forward).
     pub async fn record_at(&self, timed: Timed) -> Result<(), RecordError> {
-        self.tx
-            .send(Msg::Event(timed))
-            .await
-            .map_err(|_| RecordError::WriterGone(self.id.clone()))
+        let mut w = self.shared.writer.lock().await;
+        if w.closed {
+            return Err(RecordError::WriterGone(self.id.clone()));
+        }
+        let started = w.span.is_none();
+        w.push(timed);
+        if w.batch.len() >= w.chunk_bytes {
+            w.flush(None).await;
+        } else if started {
+            self.shared.wake.notify_one();
+        }
+        Ok(())
     }
 
     /// Seals the last chunk, writes the signed trailer and waits for the upload (or the spool).
     pub async fn close(mut self, reason: &str) -> Result<Summary, RecordError> {
-        let (tx, rx) = oneshot::channel();
         let gone = || RecordError::WriterGone(self.id.clone());
-        self.tx
-            .send(Msg::Close(reason.to_string(), tx))
-            .await
-            .map_err(|_| gone())?;
-        let _ = rx.await;
+        {
+            let mut w = self.shared.writer.lock().await;
+            if w.closed {
+                return Err(gone());
+            }
+            w.closed = true;
+            w.flush(Some(reason.to_string())).await;
+        }
+        self.shared.wake.notify_one();
         let done = self.done.take().ok_or_else(gone)?;
         done.await.map_err(|_| gone())
     }
 }
 
-/// Stage one of a session's recording: takes events, batches and encodes them. Sealing runs
-/// in the next stage, so a session's events are encoded on one core while the previous chunk
-/// is compressed and encrypted on the other.
+/// Batches and encodes a session's events; sealing runs in the next stage, so a session's
+/// events are encoded on one core while the previous chunk is compressed and encrypted on the
+/// other.
 struct Writer {
     chunk_bytes: usize,
     flush_every: Duration,
@@ -311,6 +379,8 @@ struct Writer {
     index: u64,
     totals: JournalEntry,
     sealer: mpsc::Sender<SealJob>,
+    /// The last chunk is sealed: nothing more is recorded.
+    closed: bool,
 }
 
 /// One batch to seal as chunk `index`, with the session's counts up to and including it.
@@ -345,36 +415,6 @@ enum Upload {
 }
 
 impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
-        let reason = loop {
-            let deadline = self.span.map(|(_, t)| t + self.flush_every);
-            let msg = match deadline {
-                Some(d) => tokio::select! {
-                    m = rx.recv() => m,
-                    _ = tokio::time::sleep_until(d.into()) => {
-                        self.flush(None).await;
-                        continue;
-                    }
-                },
-                None => rx.recv().await,
-            };
-            match msg {
-                Some(Msg::Event(t)) => {
-                    self.push(t);
-                    if self.batch.len() >= self.chunk_bytes {
-                        self.flush(None).await;
-                    }
-                }
-                Some(Msg::Close(reason, ack)) => {
-                    let _ = ack.send(());
-                    break reason;
-                }
-                None => break "session ended without closing its recording".to_string(),
-            }
-        };
-        self.flush(Some(reason)).await;
-    }
-
     fn push(&mut self, mut t: Timed) {
         t.at = Offset(t.at.0.max(self.last_at));
         self.last_at = t.at.0;
