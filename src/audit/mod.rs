@@ -9,6 +9,7 @@
 
 pub mod chain;
 pub mod files;
+pub mod read;
 pub mod ship;
 
 use std::{
