@@ -259,7 +259,8 @@ struct Rec {
     seq: u64,
     prev: [u8; 32],
     hash: [u8; 32],
-    entry: Entry,
+    checkpoint: bool,
+    segment_end: bool,
 }
 
 /// Walks the chain through `segments` (in order) and reports the first fault.
@@ -293,7 +294,8 @@ pub fn verify(segments: &[Segment], trust: &Trust) -> Report {
                     seq: entry.seq,
                     prev: decode_hash(&entry.prev).unwrap_or(GENESIS),
                     hash: hash(piece),
-                    entry,
+                    checkpoint: entry.is_checkpoint(),
+                    segment_end: entry.segment_end,
                 })),
                 Err(why) => recs.push(Err((si, line, why))),
             }
@@ -375,9 +377,10 @@ pub fn verify(segments: &[Segment], trust: &Trust) -> Report {
             });
             return report;
         }
-        if y.entry.is_checkpoint() {
+        if y.checkpoint {
             let line = line_bytes(segments, y);
-            match check_signature(line, &y.entry) {
+            let checked = Entry::parse(line).and_then(|e| check_signature(line, &e));
+            match checked {
                 Ok(key) => {
                     if !trust.signers.is_empty()
                         && !trust.signers.iter().any(|t| keys::same_signer(t, &key))
@@ -403,7 +406,7 @@ pub fn verify(segments: &[Segment], trust: &Trust) -> Report {
             }
         }
         let last_of_segment = y.line == seg_lines[y.seg];
-        if y.entry.segment_end && !last_of_segment {
+        if y.segment_end && !last_of_segment {
             let next = Place {
                 segment: segments[y.seg].name.clone(),
                 line: y.line + 1,
@@ -419,7 +422,7 @@ pub fn verify(segments: &[Segment], trust: &Trust) -> Report {
             });
             return report;
         }
-        if last_of_segment && segments[y.seg].closed && !y.entry.segment_end {
+        if last_of_segment && segments[y.seg].closed && !y.segment_end {
             report.fault = Some(fault(
                 FaultKind::Truncated,
                 y,

@@ -127,6 +127,8 @@ struct Writer {
     /// Lines written since the last checkpoint.
     unsealed: u64,
     pending: Vec<PendingCheckpoint>,
+    /// A write failed: the active file may end in part of a line.
+    torn: bool,
 }
 
 /// At most this many checkpoints wait for the store; older ones are still in their segments.
@@ -192,6 +194,7 @@ impl Audit {
             segment_opened: Instant::now(),
             unsealed: 0,
             pending: Vec::new(),
+            torn: false,
         };
         let audit = Audit {
             writer: Some(Mutex::new(writer)),
@@ -219,8 +222,11 @@ impl Audit {
             return;
         };
         let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
-        let time = now();
-        let line = chain::encode(w.next_seq, &time, &event, &w.prev);
+        if let Err(e) = w.ready() {
+            tracing::error!(error = %e, "cannot write the audit log");
+            return;
+        }
+        let line = chain::encode(w.next_seq, &now(), &event, &w.prev);
         if let Err(e) = w.append(line) {
             tracing::error!(error = %e, "cannot write the audit log");
             return;
@@ -296,10 +302,21 @@ impl Audit {
 }
 
 impl Writer {
+    /// Call before encoding a line: it may write an `audit.break` line first.
+    fn ready(&mut self) -> std::io::Result<()> {
+        if self.torn {
+            self.recover_from_torn_write()?;
+        }
+        Ok(())
+    }
+
     fn append(&mut self, mut line: Vec<u8>) -> std::io::Result<()> {
         let h = chain::hash(&line);
         line.push(b'\n');
-        self.file.write_all(&line)?;
+        if let Err(e) = self.file.write_all(&line) {
+            self.torn = true;
+            return Err(e);
+        }
         self.segment_first.get_or_insert(self.next_seq);
         self.segment_bytes += line.len() as u64;
         self.prev = h;
@@ -309,6 +326,7 @@ impl Writer {
     }
 
     fn checkpoint(&mut self, detail: &str, segment_end: bool) -> std::io::Result<()> {
+        self.ready()?;
         let seq = self.next_seq;
         let line =
             chain::encode_checkpoint(seq, &now(), detail, &self.prev, segment_end, &self.signer);
@@ -321,9 +339,39 @@ impl Writer {
         Ok(())
     }
 
+    /// After a failed write (a full disk) the active file may end in part of a line: close it
+    /// as it is and go on in a new segment that opens with `audit.break`, never after the
+    /// fragment. `vigil audit verify` still reports the damage.
+    fn recover_from_torn_write(&mut self) -> std::io::Result<()> {
+        let path = self.settings.path.clone();
+        if self.file.metadata()?.len() == self.segment_bytes {
+            self.torn = false; // nothing of the failed line reached the file
+            return Ok(());
+        }
+        let first = self.segment_first.unwrap_or(self.next_seq);
+        let closed = files::segment_path(&path, first);
+        std::fs::rename(&path, &closed)?;
+        self.file = OpenOptions::new().create(true).append(true).open(&path)?;
+        self.segment_first = None;
+        self.segment_bytes = 0;
+        self.segment_opened = Instant::now();
+        self.torn = false;
+        let event = AuditEvent {
+            detail: Some(format!(
+                "a write to {} failed after seq {}; the chain continues from that line",
+                files::file_name(&closed),
+                self.next_seq.saturating_sub(1)
+            )),
+            ..AuditEvent::new(chain::BREAK)
+        };
+        let line = chain::encode(self.next_seq, &now(), &event, &self.prev);
+        self.append(line)
+    }
+
     /// Seals the active segment with a closing checkpoint and renames it to its segment name;
     /// the next line goes to a new active file. Nothing to do while it is empty.
     fn close_segment(&mut self, why: &str) -> std::io::Result<()> {
+        self.ready()?;
         let Some(first) = self.segment_first else {
             return Ok(());
         };
@@ -424,5 +472,33 @@ mod tests {
         // The damage stays visible.
         let r = verify(dir.path());
         assert_eq!(r.fault.unwrap().kind, chain::FaultKind::Malformed);
+    }
+
+    #[test]
+    fn a_failed_write_is_not_built_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let a = open(dir.path(), 1 << 20);
+        a.record(AuditEvent::new("auth.success"));
+        // What a write cut short by a full disk leaves behind.
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"seq\":1,\"time")
+            .unwrap();
+        if let Some(w) = &a.writer {
+            w.lock().unwrap().torn = true;
+        }
+        a.record(AuditEvent::new("auth.failure"));
+        let segs = read_local(&path).unwrap();
+        assert_eq!(segs.len(), 2, "{segs:?}");
+        let active = String::from_utf8(segs[1].bytes.clone()).unwrap();
+        let lines: Vec<&str> = active.lines().collect();
+        assert!(lines[0].starts_with("{\"seq\":1,") && lines[0].contains("audit.break"));
+        assert!(lines[1].starts_with("{\"seq\":2,") && lines[1].contains("auth.failure"));
+        let f = verify(dir.path()).fault.unwrap();
+        assert_eq!(f.kind, chain::FaultKind::Malformed, "{f}");
+        assert_eq!(f.place.segment, "audit.log.000000000000");
     }
 }

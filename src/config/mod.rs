@@ -631,6 +631,34 @@ sql = ["DROP"]
     }
 
     #[test]
+    fn audit_settings_have_defaults_and_checked_values() {
+        let base = format!("[recording]\nstore = \"rec\"\nrecipients = [\"{KEY}\"]\n");
+        let c = Config::parse(&base, Path::new("/etc/vigil")).unwrap();
+        assert_eq!(c.audit.path, PathBuf::from("/etc/vigil/state/audit.log"));
+        assert_eq!(c.audit.checkpoint_interval, Duration::from_secs(60));
+        let c = Config::parse(
+            &format!("{base}[audit]\ncheckpoint_interval = \"5s\"\nrotate_size = \"1MiB\"\nrotate_interval = \"1h\"\n"),
+            Path::new("/etc/vigil"),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.audit.checkpoint_interval,
+                c.audit.rotate_size,
+                c.audit.rotate_interval
+            ),
+            (Duration::from_secs(5), 1 << 20, Duration::from_secs(3600))
+        );
+        let e = Config::parse(
+            &format!("{base}[audit]\ncheckpoint_interval = \"soon\"\nrotate_size = \"1\"\n"),
+            Path::new("."),
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = e.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["audit.checkpoint_interval", "audit.rotate_size"]);
+    }
+
+    #[test]
     fn sizes_parse() {
         assert_eq!(parse_size("1MiB"), Some(1 << 20));
         assert_eq!(parse_size("64k"), Some(64 << 10));
