@@ -46,6 +46,22 @@ fn json(line: &str) -> Value {
     serde_json::from_str(line).unwrap()
 }
 
+/// `vigil audit --json` on the log at `log`.
+fn events(log: &Path) -> Vec<Value> {
+    let (code, out, err) = run(vigil().args(["audit", "--json", "--log"]).arg(log));
+    assert_eq!(code, 0, "{err}");
+    out.lines().map(json).collect()
+}
+
+/// The first `action` event that `pred` accepts.
+fn find(events: &[Value], action: &str, pred: &dyn Fn(&Value) -> bool) -> Value {
+    events
+        .iter()
+        .find(|e| e["action"] == action && pred(e))
+        .unwrap_or_else(|| panic!("no {action} event in {events:?}"))
+        .clone()
+}
+
 fn is_checkpoint(line: &str) -> bool {
     json(line)["action"] == "audit.checkpoint"
 }
@@ -145,18 +161,8 @@ fn ssh_events_are_chained_and_each_form_of_tampering_is_named() {
     assert_eq!(code, 0, "the store's copy must verify: {out}{err}");
 
     // Every kind of event, with who, from where, on what, in which session, and when.
-    let (code, listing, err) = run(vigil()
-        .args(["audit", "--json", "--log"])
-        .arg(state.join("audit.log")));
-    assert_eq!(code, 0, "{err}");
-    let events: Vec<Value> = listing.lines().map(json).collect();
-    let find = |action: &str, pred: &dyn Fn(&Value) -> bool| {
-        events
-            .iter()
-            .find(|e| e["action"] == action && pred(e))
-            .unwrap_or_else(|| panic!("no {action} event in {listing}"))
-            .clone()
-    };
+    let events = events(&state.join("audit.log"));
+    let find = |action: &str, pred: &dyn Fn(&Value) -> bool| find(&events, action, pred);
     let any = |_: &Value| true;
     let ok = find("auth.success", &|e| e["user"] == "alice");
     assert_eq!(ok["target"], "web1");
@@ -425,4 +431,47 @@ fn segments_reach_s3_while_running_and_survive_an_outage() {
     assert!(failures >= 20, "{failures} auth.failure events: {out}");
     assert_eq!(successes, 20, "{out}");
     let _ = std::io::stdout().flush();
+}
+
+#[test]
+fn postgres_events_carry_identity_source_target_and_session() {
+    let b = crate::pg::PgBastion::start();
+    let alice = crate::pg::ALICE_PW;
+    let (code, out, err) = b.psql("alice", alice, "select 41 + 1");
+    assert_eq!((code, out.trim()), (0, "42"), "{err}");
+    assert_ne!(b.psql("alice", "wrong", "select 1").0, 0);
+    assert_ne!(b.psql("alice", alice, "drop table orders").0, 0);
+    let log = b.env.path("state/audit.log");
+    wait_until("both sessions ended", Duration::from_secs(10), || {
+        let ended = events(&log);
+        ended
+            .iter()
+            .filter(|e| e["action"] == "session.end")
+            .count()
+            == 2
+    });
+    let events = events(&log);
+    let find = |action: &str, pred: &dyn Fn(&Value) -> bool| find(&events, action, pred);
+    let ok = find("auth.success", &|e| e["user"] == "alice");
+    assert_eq!(
+        (ok["protocol"].as_str(), ok["target"].as_str()),
+        (Some("postgres"), Some("appdb"))
+    );
+    assert!(
+        ok["source"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{ok}"
+    );
+    find("auth.failure", &|e| e["user"] == "alice");
+    let allow = find("command.allow", &|e| e["command"] == "select 41 + 1");
+    let deny = find("command.deny", &|e| e["command"] == "drop table orders");
+    assert_eq!(deny["rule"], "no-destructive-sql");
+    for e in [&allow, &deny] {
+        let session = e["session"].as_str().unwrap();
+        find("session.start", &|s| s["session"] == session);
+        find("session.end", &|s| s["session"] == session);
+    }
+    // The running bastion's log verifies; its newest lines wait for the next checkpoint.
+    let signer = std::fs::read_to_string(b.env.path("state/host_ed25519.pub")).unwrap();
+    let (code, out) = verify(&b.env.path("state"), signer.trim(), None);
+    assert_eq!(code, 0, "{out}");
 }
