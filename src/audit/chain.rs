@@ -261,6 +261,8 @@ struct Rec {
     hash: [u8; 32],
     checkpoint: bool,
     segment_end: bool,
+    /// Carries checkpoint members (`sig`, `key`, `segment_end`).
+    checkpoint_members: bool,
 }
 
 /// Walks the chain through `segments` (in order) and reports the first fault.
@@ -295,7 +297,10 @@ pub fn verify(segments: &[Segment], trust: &Trust) -> Report {
                     prev: decode_hash(&entry.prev).unwrap_or(GENESIS),
                     hash: hash(piece),
                     checkpoint: entry.is_checkpoint(),
-                    segment_end: entry.segment_end,
+                    segment_end: entry.segment_end && entry.is_checkpoint(),
+                    checkpoint_members: entry.sig.is_some()
+                        || entry.key.is_some()
+                        || entry.segment_end,
                 })),
                 Err(why) => recs.push(Err((si, line, why))),
             }
@@ -375,6 +380,15 @@ pub fn verify(segments: &[Segment], trust: &Trust) -> Report {
                 place: at,
                 why,
             });
+            return report;
+        }
+        if y.checkpoint_members && !y.checkpoint {
+            report.fault = Some(fault(
+                FaultKind::Edited,
+                y,
+                "it carries checkpoint members but is not a checkpoint (its action was altered)"
+                    .into(),
+            ));
             return report;
         }
         if y.checkpoint {
@@ -884,5 +898,30 @@ mod tests {
         );
         let full = verify(&seg(&lines), &trust(&s));
         assert_eq!(compare(&full, &store), None);
+    }
+
+    #[test]
+    fn every_single_byte_change_to_a_closed_segment_is_a_fault() {
+        let s = signer();
+        let segs = seg(&log(5, &s));
+        let t = trust(&s);
+        for at in 0..segs[0].bytes.len() {
+            for change in 0..4 {
+                let mut bad = segs.clone();
+                match change {
+                    0 => bad[0].bytes[at] ^= 0x01,
+                    1 => bad[0].bytes[at] ^= 0x20,
+                    2 => bad[0].bytes[at] ^= 0x80,
+                    _ => {
+                        bad[0].bytes.remove(at);
+                    }
+                }
+                assert!(
+                    verify(&bad, &t).fault.is_some(),
+                    "change {change} at byte {at} unnoticed: {}",
+                    String::from_utf8_lossy(&segs[0].bytes[at.saturating_sub(60)..at + 1])
+                );
+            }
+        }
     }
 }
