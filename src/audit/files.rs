@@ -28,6 +28,17 @@ pub fn file_name(p: &Path) -> String {
         .unwrap_or_else(|| p.display().to_string())
 }
 
+/// Renames `from` to `to` unless `to` exists (a segment is never overwritten).
+pub fn rename_new(from: &Path, to: &Path) -> std::io::Result<()> {
+    match std::fs::hard_link(from, to) {
+        Ok(()) => std::fs::remove_file(from),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
+        // A file system without hard links: check, then rename.
+        Err(_) if !to.exists() => std::fs::rename(from, to),
+        Err(e) => Err(e),
+    }
+}
+
 /// The closed segments beside `active`, by first seq.
 pub fn closed_segments(active: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     let dir = match active.parent() {

@@ -127,8 +127,8 @@ struct Writer {
     /// Lines written since the last checkpoint.
     unsealed: u64,
     pending: Vec<PendingCheckpoint>,
-    /// A write failed: the active file may end in part of a line.
-    torn: bool,
+    /// A write failed: the active file may end in part of a line, and this event is lost.
+    torn: Option<String>,
 }
 
 /// At most this many checkpoints wait for the store; older ones are still in their segments.
@@ -160,7 +160,10 @@ impl Audit {
                     ),
                 })?;
                 let to = files::segment_path(&path, first);
-                std::fs::rename(&path, &to).map_err(io)?;
+                files::rename_new(&path, &to).map_err(|e| AuditError::Damaged {
+                    path: path.display().to_string(),
+                    why: format!("{damage}, and it cannot be closed as {}: {e}", to.display()),
+                })?;
                 broken = Some(format!(
                     "{} is damaged after seq {}: {damage}; the chain continues from that line",
                     files::file_name(&to),
@@ -194,7 +197,7 @@ impl Audit {
             segment_opened: Instant::now(),
             unsealed: 0,
             pending: Vec::new(),
-            torn: false,
+            torn: None,
         };
         let audit = Audit {
             writer: Some(Mutex::new(writer)),
@@ -228,7 +231,8 @@ impl Audit {
         }
         let line = chain::encode(w.next_seq, &now(), &event, &w.prev);
         if let Err(e) = w.append(line) {
-            tracing::error!(error = %e, "cannot write the audit log");
+            tracing::error!(error = %e, action = %event.action, "cannot write the audit log");
+            w.torn = Some(event.action);
             return;
         }
         if w.segment_bytes >= w.settings.rotate_size {
@@ -302,10 +306,10 @@ impl Audit {
 }
 
 impl Writer {
-    /// Call before encoding a line: it may write an `audit.break` line first.
+    /// Call before encoding a line: after a failed write it writes an `audit.break` line first.
     fn ready(&mut self) -> std::io::Result<()> {
-        if self.torn {
-            self.recover_from_torn_write()?;
+        if let Some(lost) = self.torn.clone() {
+            self.recover_from_failed_write(&lost)?;
         }
         Ok(())
     }
@@ -313,10 +317,7 @@ impl Writer {
     fn append(&mut self, mut line: Vec<u8>) -> std::io::Result<()> {
         let h = chain::hash(&line);
         line.push(b'\n');
-        if let Err(e) = self.file.write_all(&line) {
-            self.torn = true;
-            return Err(e);
-        }
+        self.file.write_all(&line)?;
         self.segment_first.get_or_insert(self.next_seq);
         self.segment_bytes += line.len() as u64;
         self.prev = h;
@@ -330,7 +331,10 @@ impl Writer {
         let seq = self.next_seq;
         let line =
             chain::encode_checkpoint(seq, &now(), detail, &self.prev, segment_end, &self.signer);
-        self.append(line.clone())?;
+        if let Err(e) = self.append(line.clone()) {
+            self.torn = Some(chain::CHECKPOINT.into());
+            return Err(e);
+        }
         self.file.sync_data()?;
         self.unsealed = 0;
         self.pending.push(PendingCheckpoint { seq, line });
@@ -339,33 +343,30 @@ impl Writer {
         Ok(())
     }
 
-    /// After a failed write (a full disk) the active file may end in part of a line: close it
-    /// as it is and go on in a new segment that opens with `audit.break`, never after the
-    /// fragment. `vigil audit verify` still reports the damage.
-    fn recover_from_torn_write(&mut self) -> std::io::Result<()> {
-        let path = self.settings.path.clone();
-        if self.file.metadata()?.len() == self.segment_bytes {
-            self.torn = false; // nothing of the failed line reached the file
-            return Ok(());
+    /// After a failed write (a full disk) the active file may end in part of a line. vigil
+    /// knows how long the file was before that write, so it cuts its own fragment (never more)
+    /// and records the loss with `audit.break` before the next line: no line is built on a
+    /// fragment, and the chain says that an event is missing and which.
+    fn recover_from_failed_write(&mut self, lost: &str) -> std::io::Result<()> {
+        let len = self.file.metadata()?.len();
+        if len > self.segment_bytes {
+            self.file.set_len(self.segment_bytes)?;
         }
-        let first = self.segment_first.unwrap_or(self.next_seq);
-        let closed = files::segment_path(&path, first);
-        std::fs::rename(&path, &closed)?;
-        self.file = OpenOptions::new().create(true).append(true).open(&path)?;
-        self.segment_first = None;
-        self.segment_bytes = 0;
-        self.segment_opened = Instant::now();
-        self.torn = false;
+        self.torn = None;
         let event = AuditEvent {
             detail: Some(format!(
-                "a write to {} failed after seq {}; the chain continues from that line",
-                files::file_name(&closed),
-                self.next_seq.saturating_sub(1)
+                "a write to the audit log failed after seq {}: a `{lost}` event is lost ({} bytes of it were cut)",
+                self.next_seq.saturating_sub(1),
+                len.saturating_sub(self.segment_bytes)
             )),
             ..AuditEvent::new(chain::BREAK)
         };
         let line = chain::encode(self.next_seq, &now(), &event, &self.prev);
-        self.append(line)
+        if let Err(e) = self.append(line) {
+            self.torn = Some(lost.to_string());
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Seals the active segment with a closing checkpoint and renames it to its segment name;
@@ -377,7 +378,7 @@ impl Writer {
         };
         self.checkpoint(why, true)?;
         let path = &self.settings.path;
-        std::fs::rename(path, files::segment_path(path, first))?;
+        files::rename_new(path, &files::segment_path(path, first))?;
         self.file = OpenOptions::new().create(true).append(true).open(path)?;
         self.segment_first = None;
         self.segment_bytes = 0;
@@ -475,7 +476,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_write_is_not_built_on() {
+    fn a_failed_write_is_cut_and_recorded_not_built_on() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         let a = open(dir.path(), 1 << 20);
@@ -488,17 +489,15 @@ mod tests {
             .write_all(b"{\"seq\":1,\"time")
             .unwrap();
         if let Some(w) = &a.writer {
-            w.lock().unwrap().torn = true;
+            w.lock().unwrap().torn = Some("session.start".into());
         }
         a.record(AuditEvent::new("auth.failure"));
-        let segs = read_local(&path).unwrap();
-        assert_eq!(segs.len(), 2, "{segs:?}");
-        let active = String::from_utf8(segs[1].bytes.clone()).unwrap();
-        let lines: Vec<&str> = active.lines().collect();
-        assert!(lines[0].starts_with("{\"seq\":1,") && lines[0].contains("audit.break"));
-        assert!(lines[1].starts_with("{\"seq\":2,") && lines[1].contains("auth.failure"));
-        let f = verify(dir.path()).fault.unwrap();
-        assert_eq!(f.kind, chain::FaultKind::Malformed, "{f}");
-        assert_eq!(f.place.segment, "audit.log.000000000000");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[1].starts_with("{\"seq\":1,") && lines[1].contains("audit.break"));
+        assert!(lines[1].contains("a `session.start` event is lost (14 bytes of it were cut)"));
+        assert!(lines[2].starts_with("{\"seq\":2,") && lines[2].contains("auth.failure"));
+        assert_eq!(verify(dir.path()).fault, None);
     }
 }
