@@ -114,6 +114,8 @@ pub struct Audit {
 }
 
 struct Writer {
+    /// `flock` on `<audit_log>.lock`: one vigil process per log.
+    _lock: File,
     settings: AuditSettings,
     signer: Arc<Signer>,
     file: File,
@@ -147,6 +149,13 @@ impl Audit {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
+        let mut lock_name = path.as_os_str().to_owned();
+        lock_name.push(".lock");
+        let lock = crate::store::spool::exclusive_lock(
+            Path::new(&lock_name),
+            "another vigil process writes this audit log",
+        )
+        .map_err(io)?;
         let tail = files::recover_tail(&path)?;
         let mut broken = None;
         if let Some(damage) = &tail.damage {
@@ -183,6 +192,7 @@ impl Audit {
             .map_err(io)?;
         let segment_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
         let writer = Writer {
+            _lock: lock,
             settings,
             signer,
             file,
@@ -447,6 +457,20 @@ mod tests {
         assert_eq!(r.first_seq, Some(0));
         let closed = files::closed_segments(&dir.path().join("audit.log")).unwrap();
         assert!(closed.len() >= 2, "{closed:?}");
+    }
+
+    #[test]
+    fn one_process_writes_a_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = open(dir.path(), 1 << 20);
+        let mut s = AuditSettings::new(dir.path().join("audit.log"));
+        s.rotate_size = 1 << 20;
+        let second = Audit::open(s, Arc::new(Signer::from_seed(&[3; 32]).unwrap()));
+        let e = second.err().unwrap().to_string();
+        assert!(
+            e.contains("another vigil process writes this audit log"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -21,13 +21,19 @@ use crate::{
 const AUDIT: &str =
     "[audit]\ncheckpoint_interval = \"200ms\"\nrotate_size = \"4KiB\"\nrotate_interval = \"1h\"\n";
 
+/// `audit.log.<digits>`: a closed segment (not the lock file).
+fn is_segment(name: &str) -> bool {
+    name.strip_prefix("audit.log.")
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The log's files (closed segments, then the active one), as (name, lines).
 fn segments(dir: &Path) -> Vec<(String, Vec<String>)> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("audit.log."))
+        .filter(|n| is_segment(n))
         .collect();
     names.sort();
     if std::fs::metadata(dir.join("audit.log")).is_ok_and(|m| m.len() > 0) {
@@ -311,6 +317,18 @@ fn ssh_events_are_chained_and_each_form_of_tampering_is_named() {
     assert!(out.contains("not a trusted signer"), "{out}");
 }
 
+/// A `vigil serve` child, killed if the test fails before it stops it.
+struct Serve(std::process::Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// vigil serve with an S3 store: segments and checkpoints reach the store while it runs; while
 /// the store is down events are still written, and they reach it when it is back.
 #[test]
@@ -328,14 +346,15 @@ fn segments_reach_s3_while_running_and_survive_an_outage() {
     );
     let mut cmd = vigil();
     s3.env(&mut cmd);
-    let mut child = cmd
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Serve(
+        cmd.args(["serve", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_until("vigil listens", Duration::from_secs(20), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
@@ -393,7 +412,7 @@ fn segments_reach_s3_while_running_and_survive_an_outage() {
     let local = std::fs::read_dir(env.path("state"))
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("audit.log."))
+        .filter(|e| is_segment(&e.file_name().to_string_lossy()))
         .count();
     assert!(
         local > before,
@@ -405,8 +424,8 @@ fn segments_reach_s3_while_running_and_survive_an_outage() {
     });
 
     // A graceful stop closes the log and ships it; the store's copy matches the local one.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let status = child.0.wait().unwrap();
     assert!(status.success(), "{status}");
     let mut cmd = vigil();
     s3.env(&mut cmd);
