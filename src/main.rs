@@ -502,7 +502,10 @@ impl AuditSource {
             None => None,
         };
         if let Some(c) = &config {
-            log.get_or_insert_with(|| c.audit_log());
+            // On the bastion, its log; elsewhere (an auditor's machine) only the store's copy.
+            if log.is_none() && (c.audit_log().exists() || c.recording.is_none()) {
+                log = Some(c.audit_log());
+            }
             signers.extend(c.signers.iter().cloned());
             if let Ok(s) = Signer::read_file(&c.host_key) {
                 signers.push(s.public_openssh().to_string());
