@@ -152,6 +152,19 @@ pub fn check_signature(line: &[u8], entry: &Entry) -> Result<String, String> {
     }
 }
 
+/// Checks one checkpoint line on its own: its signature, by a trusted key (by the key it
+/// names when `trust` is empty). Returns that key.
+pub fn check_checkpoint(line: &[u8], trust: &Trust) -> Result<String, String> {
+    let entry = Entry::parse(line)?;
+    let key = check_signature(line, &entry)?;
+    if !trust.signers.is_empty() && !trust.signers.iter().any(|t| keys::same_signer(t, &key)) {
+        return Err(format!(
+            "checkpoint signed by `{key}`, which is not a trusted signer"
+        ));
+    }
+    Ok(key)
+}
+
 /// A run of log lines: a local segment file or a stored segment object.
 #[derive(Debug, Clone)]
 pub struct Segment {
@@ -392,20 +405,8 @@ pub fn verify(segments: &[Segment], trust: &Trust) -> Report {
             return report;
         }
         if y.checkpoint {
-            let line = line_bytes(segments, y);
-            let checked = Entry::parse(line).and_then(|e| check_signature(line, &e));
-            match checked {
+            match check_checkpoint(line_bytes(segments, y), trust) {
                 Ok(key) => {
-                    if !trust.signers.is_empty()
-                        && !trust.signers.iter().any(|t| keys::same_signer(t, &key))
-                    {
-                        report.fault = Some(fault(
-                            FaultKind::BadSignature,
-                            y,
-                            format!("checkpoint signed by `{key}`, which is not a trusted signer"),
-                        ));
-                        return report;
-                    }
                     if !keys_seen.iter().any(|k| keys::same_signer(k, &key)) {
                         keys_seen.push(key);
                     }

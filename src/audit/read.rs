@@ -72,16 +72,16 @@ pub async fn verify(src: &Source) -> Result<Vec<Verdict>, ReadError> {
                 let mut fault = report.fault.clone();
                 if fault.is_none() {
                     // Checkpoints newer than the last segment cover the bastion's active
-                    // segment, which the store does not have yet.
-                    let last = report.last_seq.unwrap_or(0);
-                    let within: Vec<(String, Vec<u8>)> = stored
-                        .lines
-                        .into_iter()
-                        .filter(|(_, l)| Entry::parse(l).is_ok_and(|e| e.seq <= last))
-                        .collect();
-                    if report.last_seq.is_some() {
+                    // segment, which the store does not have yet: each must verify alone.
+                    let last = report.last_seq;
+                    let (within, newer): (Vec<_>, Vec<_>) =
+                        stored.lines.into_iter().partition(|(_, l)| {
+                            Entry::parse(l).is_ok_and(|e| last.is_some_and(|last| e.seq <= last))
+                        });
+                    if last.is_some() {
                         fault = chain::compare(&report, &within);
                     }
+                    fault = fault.or_else(|| newer_checkpoint_fault(&newer, &src.trust));
                 }
                 out.push(Verdict {
                     name: format!("store:{}", files::layout::prefix(&id)),
@@ -93,6 +93,22 @@ pub async fn verify(src: &Source) -> Result<Vec<Verdict>, ReadError> {
         }
         (None, None) => Err(ReadError::NoSource),
     }
+}
+
+/// The first stored checkpoint past the stored segments that does not verify on its own.
+fn newer_checkpoint_fault(lines: &[(String, Vec<u8>)], trust: &Trust) -> Option<Fault> {
+    lines.iter().find_map(|(name, line)| {
+        let why = chain::check_checkpoint(line, trust).err()?;
+        Some(Fault {
+            kind: chain::FaultKind::BadSignature,
+            place: chain::Place {
+                segment: name.clone(),
+                line: 1,
+                seq: Entry::parse(line).ok().map(|e| e.seq),
+            },
+            why,
+        })
+    })
 }
 
 /// The store id of a local log: from the key its last checkpoint names (verified by then),
@@ -255,5 +271,75 @@ mod tests {
             "2026-11-23T10:00:00Z"
         )));
         assert!(table_row(&e).contains("auth.failure"));
+    }
+
+    #[tokio::test]
+    async fn the_store_copy_verifies_alone_newer_checkpoints_included() {
+        use crate::{
+            audit::{chain::encode_checkpoint, files::layout},
+            recording::keys::Signer,
+        };
+        let signer = Signer::from_seed(&[4; 32]).unwrap();
+        let id = files::key_id(signer.public_openssh()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().display().to_string(), &Default::default()).unwrap();
+        let first = chain::encode(
+            0,
+            "2026-11-23T10:00:00Z",
+            &AuditEvent::new("config.load"),
+            &chain::GENESIS,
+        );
+        let close = encode_checkpoint(
+            1,
+            "2026-11-23T10:00:00Z",
+            "rotate",
+            &chain::hash(&first),
+            true,
+            &signer,
+        );
+        let segment = [first, b"\n".to_vec(), close.clone(), b"\n".to_vec()].concat();
+        store
+            .put(&layout::segment(&id, 0), segment.into())
+            .await
+            .unwrap();
+        let next = chain::encode(
+            2,
+            "2026-11-23T10:00:01Z",
+            &AuditEvent::new("auth.success"),
+            &chain::hash(&close),
+        );
+        let mut newer = encode_checkpoint(
+            3,
+            "2026-11-23T10:00:02Z",
+            "interval",
+            &chain::hash(&next),
+            false,
+            &signer,
+        );
+        newer.push(b'\n');
+        let key = layout::checkpoint(&id, 3);
+        store.put(&key, newer.clone().into()).await.unwrap();
+        let src = Source {
+            log: None,
+            store: Some(store.clone()),
+            trust: Trust {
+                signers: vec![signer.public_openssh().to_string()],
+            },
+        };
+        let v = verify(&src).await.unwrap();
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].fault, None, "{:?}", v[0].fault);
+        assert_eq!(v[0].report.lines, 2);
+        // A forged checkpoint for the part the store does not have yet.
+        let text = String::from_utf8(newer)
+            .unwrap()
+            .replace("interval", "intervaL");
+        store.put(&key, text.into_bytes().into()).await.unwrap();
+        let f = verify(&src).await.unwrap().remove(0).fault.unwrap();
+        assert_eq!(
+            (f.kind, f.place.seq),
+            (chain::FaultKind::BadSignature, Some(3)),
+            "{f}"
+        );
     }
 }
