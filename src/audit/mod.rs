@@ -229,7 +229,13 @@ impl Audit {
 
     /// Appends one event. Short and synchronous: format, hash, one `write`; a segment that
     /// reaches its size is closed (checkpoint, rename) on the way.
-    pub fn record(&self, event: AuditEvent) {
+    pub fn record(&self, mut event: AuditEvent) {
+        for text in [&mut event.command, &mut event.detail, &mut event.reason]
+            .into_iter()
+            .flatten()
+        {
+            cap(text);
+        }
         tracing::info!(target: "vigil::audit", action = %event.action, user = ?event.user, target_name = ?event.target, detail = ?event.detail, "audit");
         let Some(w) = &self.writer else {
             return;
@@ -397,6 +403,25 @@ impl Writer {
     }
 }
 
+/// The longest free text (`command`, `detail`, `reason`) kept in a line, in bytes.
+pub const MAX_TEXT: usize = 8 << 10;
+
+/// Cuts a longer text at `MAX_TEXT` (on a character boundary) and says what was cut, with the
+/// SHA-256 of the whole, which matches it to the session recording that holds it all.
+fn cap(text: &mut String) {
+    if text.len() <= MAX_TEXT {
+        return;
+    }
+    let mut end = MAX_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let digest = hex::encode(crate::recording::keys::sha256(text.as_bytes()));
+    let more = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!("… [{more} more bytes; sha256 of all: {digest}]"));
+}
+
 fn now() -> String {
     humantime::format_rfc3339_micros(SystemTime::now()).to_string()
 }
@@ -457,6 +482,28 @@ mod tests {
         assert_eq!(r.first_seq, Some(0));
         let closed = files::closed_segments(&dir.path().join("audit.log")).unwrap();
         assert!(closed.len() >= 2, "{closed:?}");
+    }
+
+    #[test]
+    fn long_texts_are_capped_with_the_digest_of_the_whole() {
+        let mut short = "select 1".to_string();
+        cap(&mut short);
+        assert_eq!(short, "select 1");
+        // Two-byte characters after one ASCII byte: MAX_TEXT falls inside a character.
+        let whole = format!("a{}", "é".repeat(MAX_TEXT));
+        let mut long = whole.clone();
+        cap(&mut long);
+        let digest = hex::encode(crate::recording::keys::sha256(whole.as_bytes()));
+        let kept = MAX_TEXT - 1;
+        assert_eq!(long.get(..kept), whole.get(..kept));
+        assert!(
+            long.ends_with(&format!(
+                "… [{} more bytes; sha256 of all: {digest}]",
+                whole.len() - kept
+            )),
+            "{}",
+            &long[kept..]
+        );
     }
 
     #[test]
