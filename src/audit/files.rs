@@ -71,9 +71,9 @@ pub fn closed_segments(active: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
 
 /// The whole local log: closed segments in order, then the active one.
 pub fn read_segments(active: &Path) -> Result<Vec<Segment>, AuditError> {
-    let io = |p: &Path, source| AuditError::Io {
+    let io = |p: &Path, error| AuditError::Io {
         path: p.display().to_string(),
-        source,
+        error,
     };
     let mut out = Vec::new();
     for (first, p) in closed_segments(active).map_err(|e| io(active, e))? {
@@ -97,7 +97,7 @@ pub fn read_segments(active: &Path) -> Result<Vec<Segment>, AuditError> {
     if out.is_empty() {
         return Err(AuditError::Io {
             path: active.display().to_string(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no audit log here"),
+            error: std::io::Error::new(std::io::ErrorKind::NotFound, "no audit log here"),
         });
     }
     Ok(out)
@@ -121,9 +121,9 @@ pub struct Tail {
 /// Finds the last line written: in the active segment when it has any, else in the newest
 /// closed segment. Reads that one file (a segment is at most `rotate_size` plus a line).
 pub fn recover_tail(active: &Path) -> Result<Tail, AuditError> {
-    let io = |p: &Path, source| AuditError::Io {
+    let io = |p: &Path, error| AuditError::Io {
         path: p.display().to_string(),
-        source,
+        error,
     };
     let (path, bytes, in_active) = match std::fs::read(active) {
         Ok(b) if !b.is_empty() => (active.to_path_buf(), b, true),
@@ -181,15 +181,15 @@ pub fn recover_tail(active: &Path) -> Result<Tail, AuditError> {
 }
 
 fn newest_closed(active: &Path) -> Result<Option<(PathBuf, Vec<u8>, bool)>, AuditError> {
-    let closed = closed_segments(active).map_err(|source| AuditError::Io {
+    let closed = closed_segments(active).map_err(|error| AuditError::Io {
         path: active.display().to_string(),
-        source,
+        error,
     })?;
     match closed.last() {
         Some((_, p)) => {
-            let bytes = std::fs::read(p).map_err(|source| AuditError::Io {
+            let bytes = std::fs::read(p).map_err(|error| AuditError::Io {
                 path: p.display().to_string(),
-                source,
+                error,
             })?;
             Ok(Some((p.clone(), bytes, false)))
         }

@@ -92,11 +92,9 @@ impl AuditSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("audit log {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    /// (`error`, not `source`: the message already says it, once.)
+    #[error("audit log {path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("audit log {path}: {why}")]
     Damaged { path: String, why: String },
 }
@@ -142,9 +140,9 @@ impl Audit {
     /// closed as it is and a new segment starts with an `audit.break` line that names it.
     pub fn open(settings: AuditSettings, signer: Arc<Signer>) -> Result<Audit, AuditError> {
         let path = settings.path.clone();
-        let io = |source| AuditError::Io {
+        let io = |error| AuditError::Io {
             path: path.display().to_string(),
-            source,
+            error,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
