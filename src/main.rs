@@ -119,6 +119,26 @@ enum Command {
         #[command(flatten)]
         read: ReadOpts,
     },
+    /// Print audit events (`vigil audit verify` checks the log's hash chain and checkpoints).
+    #[command(args_conflicts_with_subcommands = true)]
+    Audit {
+        #[command(subcommand)]
+        command: Option<AuditCommand>,
+        #[command(flatten)]
+        source: AuditSource,
+        /// Only events by this user (or requested by them).
+        #[arg(long)]
+        user: Option<String>,
+        /// RFC 3339 time, a date (2026-11-23), or an age such as 2h (that long ago).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this action (`auth.failure`), or a family (`auth.*`).
+        #[arg(long)]
+        action: Option<String>,
+        /// One JSON object per event: the log's lines as written.
+        #[arg(long)]
+        json: bool,
+    },
     /// Record standard input as a session's output (for pipelines, and to exercise the
     /// recorder): prints the session id, records until EOF or SIGTERM, then seals and uploads.
     Record {
@@ -131,6 +151,32 @@ enum Command {
         #[arg(long, default_value = "ssh")]
         protocol: String,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain and the signed checkpoints (and compare with the store's copy);
+    /// name the first edited, deleted, inserted, reordered or cut line. Non-zero on a fault.
+    Verify {
+        #[command(flatten)]
+        source: AuditSource,
+    },
+}
+
+#[derive(Args)]
+struct AuditSource {
+    /// Take the log path, the store and the trusted signing key from this config file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The active audit log file (closed segments beside it are read too).
+    #[arg(long)]
+    log: Option<PathBuf>,
+    /// The store the log is copied to: file:///path, a path, or s3://bucket/prefix.
+    #[arg(long)]
+    store: Option<String>,
+    /// Accept checkpoints signed by this key (`ssh-ed25519 AAAA...`); repeatable.
+    #[arg(long)]
+    signer: Vec<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -373,6 +419,109 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             target,
             protocol,
         } => record(&config, user, target, protocol).await,
+        Command::Audit {
+            command: Some(AuditCommand::Verify { source }),
+            ..
+        } => audit_verify(&source).await,
+        Command::Audit {
+            command: None,
+            source,
+            user,
+            since,
+            action,
+            json,
+        } => {
+            let filter = vigil::audit::read::Filter {
+                user,
+                since: since
+                    .as_deref()
+                    .map(parse_time)
+                    .transpose()?
+                    .map(|us| SystemTime::UNIX_EPOCH + Duration::from_micros(us)),
+                action,
+            };
+            let events = vigil::audit::read::events(&source.build()?, &filter).await?;
+            let mut out = std::io::stdout().lock();
+            if !json {
+                writeln!(out, "{}", vigil::audit::read::TABLE_HEADER)?;
+            }
+            for (e, line) in &events {
+                if json {
+                    out.write_all(line)?;
+                    out.write_all(b"\n")?;
+                } else {
+                    writeln!(out, "{}", vigil::audit::read::table_row(e))?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn audit_verify(source: &AuditSource) -> Result<ExitCode> {
+    let verdicts = vigil::audit::read::verify(&source.build()?).await?;
+    let mut faults = 0;
+    for v in &verdicts {
+        let r = &v.report;
+        match &v.fault {
+            None => {
+                println!(
+                    "{}: ok: {} lines (seq {} to {}), {} checkpoints, last checkpoint at seq {}",
+                    v.name,
+                    r.lines,
+                    r.first_seq.map_or("-".into(), |s| s.to_string()),
+                    r.last_seq.map_or("-".into(), |s| s.to_string()),
+                    r.checkpoints,
+                    r.last_checkpoint.map_or("-".into(), |s| s.to_string()),
+                );
+                for n in &r.notes {
+                    println!("{}: note: {n}", v.name);
+                }
+            }
+            Some(f) => {
+                faults += 1;
+                println!("{}: FAULT at {f}", v.name);
+            }
+        }
+    }
+    if faults > 0 {
+        eprintln!("vigil: the audit log failed verification");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+impl AuditSource {
+    /// The log, store and trusted signers: from the flags, completed by the config file.
+    fn build(&self) -> Result<vigil::audit::read::Source> {
+        let config = self.config.as_deref().map(Config::load).transpose()?;
+        let mut signers = self.signer.clone();
+        let mut log = self.log.clone();
+        let mut store = match &self.store {
+            Some(url) => Some(Store::open(url, &Default::default())?),
+            None => None,
+        };
+        if let Some(c) = &config {
+            // On the bastion, its log; elsewhere (an auditor's machine) only the store's copy.
+            if log.is_none() && (c.audit_log().exists() || c.recording.is_none()) {
+                log = Some(c.audit_log());
+            }
+            signers.extend(c.signers.iter().cloned());
+            if let Ok(s) = Signer::read_file(&c.host_key) {
+                signers.push(s.public_openssh().to_string());
+            }
+            if let (None, Some(r)) = (&store, &c.recording) {
+                store = Some(Store::open(&r.store, &r.s3)?);
+            }
+        }
+        if log.is_none() && store.is_none() {
+            bail!("say which audit log: --log PATH, --store URL or --config FILE");
+        }
+        Ok(vigil::audit::read::Source {
+            log,
+            store,
+            trust: vigil::audit::chain::Trust { signers },
+        })
     }
 }
 

@@ -1,46 +1,59 @@
 //! The audit log: one JSON object per line for every authentication, session, decision and
-//! refusal, with identity, source address, target, session id and time.
+//! refusal, with identity, source address, target, session id and time; hash-chained, with
+//! checkpoints signed by the bastion's Ed25519 key, rotated into segments that are shipped to
+//! the recording store (formats/audit-v1.md).
+//!
+//! Invariant: the local file is the source of truth. A line is appended (one `write`) before
+//! `record` returns; the store only ever receives closed segments and checkpoints, later, from
+//! a task that may fail and retry without holding up or losing an event.
+
+pub mod chain;
+pub mod files;
+pub mod read;
+pub mod ship;
 
 use std::{
     fs::{File, OpenOptions},
     io::Write,
-    path::Path,
-    sync::Mutex,
-    time::SystemTime,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::recording::keys::Signer;
 
 /// One audit event. Fields that do not apply are omitted.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AuditEvent {
     /// e.g. `auth.success`, `auth.failure`, `session.start`, `session.end`, `command.deny`,
-    /// `access.refused`, `config.load`.
+    /// `access.refused`, `config.load`. `audit.*` is reserved for the log itself.
     pub action: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     /// The approval request an event concerns (`approval.*`, `grant.use`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<u64>,
     /// Who asked, when `user` is someone else acting on the request (an approver).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requester: Option<String>,
     /// The justification or reason given with a request or decision.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
@@ -53,48 +66,507 @@ impl AuditEvent {
     }
 }
 
-#[derive(Serialize)]
-struct Line<'a> {
-    time: String,
-    #[serde(flatten)]
-    event: &'a AuditEvent,
+/// The validated `[audit]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// The active segment (`server.audit_log`); closed segments sit beside it.
+    pub path: PathBuf,
+    /// How often a checkpoint is signed (and closed segments are shipped) while events arrive.
+    pub checkpoint_interval: Duration,
+    /// A segment is closed when it reaches this size...
+    pub rotate_size: u64,
+    /// ...or this age.
+    pub rotate_interval: Duration,
 }
 
-/// Appends audit events to a file (and to the tracing log).
-pub struct Audit {
-    file: Option<Mutex<File>>,
+impl AuditSettings {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        AuditSettings {
+            path: path.into(),
+            checkpoint_interval: Duration::from_secs(60),
+            rotate_size: 16 << 20,
+            rotate_interval: Duration::from_secs(600),
+        }
+    }
 }
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// (`error`, not `source`: the message already says it, once.)
+    #[error("audit log {path}: {error}")]
+    Io { path: String, error: std::io::Error },
+    #[error("audit log {path}: {why}")]
+    Damaged { path: String, why: String },
+}
+
+/// A checkpoint line waiting to be copied to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingCheckpoint {
+    pub seq: u64,
+    pub line: Vec<u8>,
+}
+
+/// Appends hash-chained audit events to the active segment (and to the tracing log).
+pub struct Audit {
+    writer: Option<Mutex<Writer>>,
+}
+
+struct Writer {
+    /// `flock` on `<audit_log>.lock`: one vigil process per log.
+    _lock: File,
+    settings: AuditSettings,
+    signer: Arc<Signer>,
+    file: File,
+    /// The seq the next line gets, and the hash of the last line written.
+    next_seq: u64,
+    prev: [u8; 32],
+    /// First seq of the active segment; `None` while it is empty.
+    segment_first: Option<u64>,
+    segment_bytes: u64,
+    segment_opened: Instant,
+    /// Lines written since the last checkpoint.
+    unsealed: u64,
+    pending: Vec<PendingCheckpoint>,
+    /// A write failed: the active file may end in part of a line, and this event is lost.
+    torn: Option<String>,
+}
+
+/// At most this many checkpoints wait for the store; older ones are still in their segments.
+const MAX_PENDING: usize = 10_000;
 
 impl Audit {
-    pub fn open(path: &Path) -> std::io::Result<Audit> {
+    /// Opens the log at `settings.path`, continuing the chain from the last line written (in the
+    /// active segment, or the newest closed one). A damaged tail is not built on: that file is
+    /// closed as it is and a new segment starts with an `audit.break` line that names it.
+    pub fn open(settings: AuditSettings, signer: Arc<Signer>) -> Result<Audit, AuditError> {
+        let path = settings.path.clone();
+        let io = |error| AuditError::Io {
+            path: path.display().to_string(),
+            error,
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+            std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Audit {
-            file: Some(Mutex::new(file)),
-        })
+        let mut lock_name = path.as_os_str().to_owned();
+        lock_name.push(".lock");
+        let lock = crate::store::spool::exclusive_lock(
+            Path::new(&lock_name),
+            "another vigil process writes this audit log",
+        )
+        .map_err(io)?;
+        let tail = files::recover_tail(&path)?;
+        let mut broken = None;
+        if let Some(damage) = &tail.damage {
+            // Close the damaged active file under its segment name; the chain goes on from
+            // its last good line in a new file.
+            if tail.in_active {
+                let first = tail.active_first.ok_or_else(|| AuditError::Damaged {
+                    path: path.display().to_string(),
+                    why: format!(
+                        "{damage}, and its first line is unreadable too; move it aside to start a new log"
+                    ),
+                })?;
+                let to = files::segment_path(&path, first);
+                files::rename_new(&path, &to).map_err(|e| AuditError::Damaged {
+                    path: path.display().to_string(),
+                    why: format!("{damage}, and it cannot be closed as {}: {e}", to.display()),
+                })?;
+                broken = Some(format!(
+                    "{} is damaged after seq {}: {damage}; the chain continues from that line",
+                    files::file_name(&to),
+                    tail.last_seq.map_or("(none)".into(), |s| s.to_string())
+                ));
+            } else {
+                broken = Some(format!(
+                    "{}: {damage}; the chain continues from its last good line",
+                    tail.file
+                ));
+            }
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        let segment_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let writer = Writer {
+            _lock: lock,
+            settings,
+            signer,
+            file,
+            next_seq: tail.last_seq.map_or(0, |s| s + 1),
+            prev: tail.last_hash.unwrap_or(chain::GENESIS),
+            segment_first: if broken.is_none() && tail.in_active {
+                tail.active_first
+            } else {
+                None
+            },
+            segment_bytes: if broken.is_none() { segment_bytes } else { 0 },
+            segment_opened: Instant::now(),
+            unsealed: 0,
+            pending: Vec::new(),
+            torn: None,
+        };
+        let audit = Audit {
+            writer: Some(Mutex::new(writer)),
+        };
+        if let Some(why) = broken {
+            tracing::error!(%why, "the audit log's tail is damaged");
+            audit.record(AuditEvent {
+                detail: Some(why),
+                ..AuditEvent::new(chain::BREAK)
+            });
+        }
+        Ok(audit)
     }
 
     /// An audit log that only goes to the tracing log.
     pub fn tracing_only() -> Audit {
-        Audit { file: None }
+        Audit { writer: None }
     }
 
-    pub fn record(&self, event: AuditEvent) {
-        let line = Line {
-            time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
-            event: &event,
-        };
-        let mut json = serde_json::to_vec(&line).unwrap_or_default();
-        json.push(b'\n');
+    /// Appends one event. Short and synchronous: format, hash, one `write`; a segment that
+    /// reaches its size is closed (checkpoint, rename) on the way.
+    pub fn record(&self, mut event: AuditEvent) {
+        for text in [&mut event.command, &mut event.detail, &mut event.reason]
+            .into_iter()
+            .flatten()
+        {
+            cap(text);
+        }
         tracing::info!(target: "vigil::audit", action = %event.action, user = ?event.user, target_name = ?event.target, detail = ?event.detail, "audit");
-        if let Some(f) = &self.file {
-            if let Ok(mut f) = f.lock() {
-                if let Err(e) = f.write_all(&json) {
-                    tracing::error!(error = %e, "cannot write the audit log");
-                }
+        let Some(w) = &self.writer else {
+            return;
+        };
+        let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = w.ready() {
+            tracing::error!(error = %e, "cannot write the audit log");
+            return;
+        }
+        let line = chain::encode(w.next_seq, &now(), &event, &w.prev);
+        if let Err(e) = w.append(line) {
+            tracing::error!(error = %e, action = %event.action, "cannot write the audit log");
+            w.torn = Some(event.action);
+            return;
+        }
+        if w.segment_bytes >= w.settings.rotate_size {
+            if let Err(e) = w.close_segment("rotate") {
+                tracing::error!(error = %e, "cannot close the audit log segment");
             }
         }
+    }
+
+    /// The periodic work: a checkpoint when events arrived since the last one, and closing the
+    /// segment when it is old enough.
+    pub fn tick(&self) {
+        let Some(w) = &self.writer else {
+            return;
+        };
+        let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
+        let result = if w.segment_first.is_some()
+            && w.segment_opened.elapsed() >= w.settings.rotate_interval
+        {
+            w.close_segment("rotate")
+        } else if w.unsealed > 0 {
+            w.checkpoint("interval", false)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cannot write an audit checkpoint");
+        }
+    }
+
+    /// Closes the active segment with a checkpoint (at shutdown), so that everything written
+    /// is sealed and can be shipped.
+    pub fn close(&self) {
+        let Some(w) = &self.writer else {
+            return;
+        };
+        let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = w.close_segment("shutdown") {
+            tracing::error!(error = %e, "cannot close the audit log");
+        }
+    }
+
+    /// Checkpoints not yet copied to the store, oldest first.
+    pub fn pending(&self) -> Vec<PendingCheckpoint> {
+        match &self.writer {
+            Some(w) => w.lock().unwrap_or_else(|p| p.into_inner()).pending.clone(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Forgets the pending checkpoint `seq`: the store has it.
+    pub fn shipped(&self, seq: u64) {
+        if let Some(w) = &self.writer {
+            w.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pending
+                .retain(|c| c.seq != seq);
+        }
+    }
+
+    /// Where the log is, when it is written to a file.
+    pub fn path(&self) -> Option<PathBuf> {
+        self.writer.as_ref().map(|w| {
+            w.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .settings
+                .path
+                .clone()
+        })
+    }
+}
+
+impl Writer {
+    /// Call before encoding a line: after a failed write it writes an `audit.break` line first.
+    fn ready(&mut self) -> std::io::Result<()> {
+        if let Some(lost) = self.torn.clone() {
+            self.recover_from_failed_write(&lost)?;
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, mut line: Vec<u8>) -> std::io::Result<()> {
+        let h = chain::hash(&line);
+        line.push(b'\n');
+        self.file.write_all(&line)?;
+        self.segment_first.get_or_insert(self.next_seq);
+        self.segment_bytes += line.len() as u64;
+        self.prev = h;
+        self.next_seq += 1;
+        self.unsealed += 1;
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, detail: &str, segment_end: bool) -> std::io::Result<()> {
+        self.ready()?;
+        let seq = self.next_seq;
+        let line =
+            chain::encode_checkpoint(seq, &now(), detail, &self.prev, segment_end, &self.signer);
+        if let Err(e) = self.append(line.clone()) {
+            self.torn = Some(chain::CHECKPOINT.into());
+            return Err(e);
+        }
+        self.file.sync_data()?;
+        self.unsealed = 0;
+        self.pending.push(PendingCheckpoint { seq, line });
+        let excess = self.pending.len().saturating_sub(MAX_PENDING);
+        self.pending.drain(..excess);
+        Ok(())
+    }
+
+    /// After a failed write (a full disk) the active file may end in part of a line. vigil
+    /// knows how long the file was before that write, so it cuts its own fragment (never more)
+    /// and records the loss with `audit.break` before the next line: no line is built on a
+    /// fragment, and the chain says that an event is missing and which.
+    fn recover_from_failed_write(&mut self, lost: &str) -> std::io::Result<()> {
+        let len = self.file.metadata()?.len();
+        if len > self.segment_bytes {
+            self.file.set_len(self.segment_bytes)?;
+        }
+        self.torn = None;
+        let event = AuditEvent {
+            detail: Some(format!(
+                "a write to the audit log failed after seq {}: a `{lost}` event is lost ({} bytes of it were cut)",
+                self.next_seq.saturating_sub(1),
+                len.saturating_sub(self.segment_bytes)
+            )),
+            ..AuditEvent::new(chain::BREAK)
+        };
+        let line = chain::encode(self.next_seq, &now(), &event, &self.prev);
+        if let Err(e) = self.append(line) {
+            self.torn = Some(lost.to_string());
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment with a closing checkpoint and renames it to its segment name;
+    /// the next line goes to a new active file. Nothing to do while it is empty.
+    fn close_segment(&mut self, why: &str) -> std::io::Result<()> {
+        self.ready()?;
+        let Some(first) = self.segment_first else {
+            return Ok(());
+        };
+        self.checkpoint(why, true)?;
+        let path = &self.settings.path;
+        files::rename_new(path, &files::segment_path(path, first))?;
+        self.file = OpenOptions::new().create(true).append(true).open(path)?;
+        self.segment_first = None;
+        self.segment_bytes = 0;
+        self.segment_opened = Instant::now();
+        Ok(())
+    }
+}
+
+/// The longest free text (`command`, `detail`, `reason`) kept in a line, in bytes.
+pub const MAX_TEXT: usize = 8 << 10;
+
+/// Cuts a longer text at `MAX_TEXT` (on a character boundary) and says what was cut, with the
+/// SHA-256 of the whole, which matches it to the session recording that holds it all.
+fn cap(text: &mut String) {
+    if text.len() <= MAX_TEXT {
+        return;
+    }
+    let mut end = MAX_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let digest = hex::encode(crate::recording::keys::sha256(text.as_bytes()));
+    let more = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!("… [{more} more bytes; sha256 of all: {digest}]"));
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_micros(SystemTime::now()).to_string()
+}
+
+/// Reads the whole log at `path` (closed segments, then the active one) for `vigil audit`.
+pub fn read_local(path: &Path) -> Result<Vec<chain::Segment>, AuditError> {
+    files::read_segments(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path, rotate_size: u64) -> Audit {
+        let mut s = AuditSettings::new(dir.join("audit.log"));
+        s.rotate_size = rotate_size;
+        Audit::open(s, Arc::new(Signer::from_seed(&[3; 32]).unwrap())).unwrap()
+    }
+
+    fn verify(dir: &Path) -> chain::Report {
+        let segs = read_local(&dir.join("audit.log")).unwrap();
+        let trust = chain::Trust {
+            signers: vec![Signer::from_seed(&[3; 32])
+                .unwrap()
+                .public_openssh()
+                .to_string()],
+        };
+        chain::verify(&segs, &trust)
+    }
+
+    #[test]
+    fn the_chain_continues_across_restarts_and_rotations() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = open(dir.path(), 1 << 20);
+        for i in 0..5 {
+            a.record(AuditEvent {
+                user: Some(format!("u{i}")),
+                ..AuditEvent::new("auth.success")
+            });
+        }
+        a.tick();
+        drop(a); // a crash: no closing checkpoint
+        let a = open(dir.path(), 600);
+        for _ in 0..10 {
+            a.record(AuditEvent::new("session.start"));
+        }
+        a.close();
+        drop(a);
+        let a = open(dir.path(), 1 << 20);
+        a.record(AuditEvent::new("config.load"));
+        a.tick();
+        assert_eq!(a.pending().len(), 1);
+        let r = verify(dir.path());
+        assert_eq!(r.fault, None, "{:?}", r.fault);
+        // 5 + checkpoint + 10 + closing checkpoints of the size rotations + 1 + checkpoint.
+        assert!(r.lines >= 18, "{}", r.lines);
+        assert!(r.notes.is_empty(), "{:?}", r.notes);
+        assert_eq!(r.first_seq, Some(0));
+        let closed = files::closed_segments(&dir.path().join("audit.log")).unwrap();
+        assert!(closed.len() >= 2, "{closed:?}");
+    }
+
+    #[test]
+    fn long_texts_are_capped_with_the_digest_of_the_whole() {
+        let mut short = "select 1".to_string();
+        cap(&mut short);
+        assert_eq!(short, "select 1");
+        // Two-byte characters after one ASCII byte: MAX_TEXT falls inside a character.
+        let whole = format!("a{}", "é".repeat(MAX_TEXT));
+        let mut long = whole.clone();
+        cap(&mut long);
+        let digest = hex::encode(crate::recording::keys::sha256(whole.as_bytes()));
+        let kept = MAX_TEXT - 1;
+        assert_eq!(long.get(..kept), whole.get(..kept));
+        assert!(
+            long.ends_with(&format!(
+                "… [{} more bytes; sha256 of all: {digest}]",
+                whole.len() - kept
+            )),
+            "{}",
+            &long[kept..]
+        );
+    }
+
+    #[test]
+    fn one_process_writes_a_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = open(dir.path(), 1 << 20);
+        let mut s = AuditSettings::new(dir.path().join("audit.log"));
+        s.rotate_size = 1 << 20;
+        let second = Audit::open(s, Arc::new(Signer::from_seed(&[3; 32]).unwrap()));
+        let e = second.err().unwrap().to_string();
+        assert!(
+            e.contains("another vigil process writes this audit log"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_damaged_tail_is_not_built_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = open(dir.path(), 1 << 20);
+        for _ in 0..3 {
+            a.record(AuditEvent::new("auth.failure"));
+        }
+        drop(a);
+        let path = dir.path().join("audit.log");
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"seq\":3,\"ti").unwrap();
+        drop(f);
+        let a = open(dir.path(), 1 << 20);
+        a.record(AuditEvent::new("auth.success"));
+        let segs = read_local(&path).unwrap();
+        assert_eq!(segs.len(), 2);
+        let active = String::from_utf8(segs[1].bytes.clone()).unwrap();
+        assert!(
+            active.starts_with("{\"seq\":3,") && active.contains("audit.break"),
+            "{active}"
+        );
+        // The damage stays visible.
+        let r = verify(dir.path());
+        assert_eq!(r.fault.unwrap().kind, chain::FaultKind::Malformed);
+    }
+
+    #[test]
+    fn a_failed_write_is_cut_and_recorded_not_built_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let a = open(dir.path(), 1 << 20);
+        a.record(AuditEvent::new("auth.success"));
+        // What a write cut short by a full disk leaves behind.
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"seq\":1,\"time")
+            .unwrap();
+        if let Some(w) = &a.writer {
+            w.lock().unwrap().torn = Some("session.start".into());
+        }
+        a.record(AuditEvent::new("auth.failure"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[1].starts_with("{\"seq\":1,") && lines[1].contains("audit.break"));
+        assert!(lines[1].contains("a `session.start` event is lost (14 bytes of it were cut)"));
+        assert!(lines[2].starts_with("{\"seq\":2,") && lines[2].contains("auth.failure"));
+        assert_eq!(verify(dir.path()).fault, None);
     }
 }

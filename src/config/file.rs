@@ -15,6 +15,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub server: ServerFile,
     pub recording: Option<RecordingFile>,
+    #[serde(default)]
+    pub audit: AuditFile,
     #[serde(default, rename = "user")]
     pub users: Vec<UserFile>,
     #[serde(default, rename = "target")]
@@ -49,6 +51,18 @@ pub struct ServerFile {
     pub require_tls: bool,
     /// Postgres: the largest message accepted from a client or target, e.g. "16MiB".
     pub max_message_size: Option<String>,
+}
+
+/// `[audit]`: checkpoints and segments of the audit log (its path is `server.audit_log`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFile {
+    /// How often a signed checkpoint is written while events arrive, e.g. "1m".
+    pub checkpoint_interval: Option<String>,
+    /// Close the active segment (and ship it) at this size, e.g. "16MiB"...
+    pub rotate_size: Option<String>,
+    /// ...or at this age, e.g. "10m".
+    pub rotate_interval: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -11,7 +11,10 @@ use std::{
     time::Duration,
 };
 
-use crate::recording::{keys::RecipientPublic, OnStoreFailure, RecordingSettings};
+use crate::{
+    audit::AuditSettings,
+    recording::{keys::RecipientPublic, OnStoreFailure, RecordingSettings},
+};
 pub use file::FileConfig;
 
 /// One thing wrong with a config, at a key path such as `recording.recipients[1]`.
@@ -69,6 +72,8 @@ pub struct Config {
     pub host_key: PathBuf,
     pub state: String,
     pub recording: Option<RecordingSettings>,
+    /// The audit log: where, how often it is checkpointed and rotated.
+    pub audit: AuditSettings,
     /// Signing keys the reading commands trust (`recording.signers`).
     pub signers: Vec<String>,
     pub directory: directory::Directory,
@@ -118,14 +123,9 @@ impl Config {
         }
     }
 
+    /// The active segment of the audit log (`server.audit_log`, default `state/audit.log`).
     pub fn audit_log(&self) -> PathBuf {
-        self.resolve(
-            self.file
-                .server
-                .audit_log
-                .as_deref()
-                .unwrap_or(Path::new("state/audit.log")),
-        )
+        self.audit.path.clone()
     }
 
     pub fn resolve(&self, p: &Path) -> PathBuf {
@@ -179,6 +179,7 @@ impl Validator {
             }
             None => (None, Vec::new()),
         };
+        let audit = self.audit(&file);
         self.directory(&file);
         self.postgres_server(&file);
         let directory = directory::Directory::from_file(&file, &self.base);
@@ -188,10 +189,42 @@ impl Validator {
             host_key,
             state,
             recording,
+            audit,
             signers,
             directory,
             file,
         }
+    }
+
+    fn audit(&mut self, file: &FileConfig) -> AuditSettings {
+        let mut a = AuditSettings::new(resolve(
+            &self.base,
+            file.server
+                .audit_log
+                .as_deref()
+                .unwrap_or(Path::new("state/audit.log")),
+        ));
+        let f = &file.audit;
+        if let Some(d) = &f.checkpoint_interval {
+            if let Some(d) = self.duration("audit.checkpoint_interval", d) {
+                a.checkpoint_interval = d;
+            }
+        }
+        if let Some(d) = &f.rotate_interval {
+            if let Some(d) = self.duration("audit.rotate_interval", d) {
+                a.rotate_interval = d;
+            }
+        }
+        if let Some(s) = &f.rotate_size {
+            match parse_size(s) {
+                Some(n) if (4 << 10..=1 << 30).contains(&n) => a.rotate_size = n as u64,
+                _ => self.bad(
+                    "audit.rotate_size",
+                    format!("`{s}`: expected a size from 4KiB to 1GiB, e.g. \"16MiB\""),
+                ),
+            }
+        }
+        a
     }
 
     /// The Postgres front end's own settings: TLS for clients, message size limit.
@@ -595,6 +628,34 @@ sql = ["DROP"]
         ] {
             assert!(paths.contains(&want), "{want} missing from {paths:?}");
         }
+    }
+
+    #[test]
+    fn audit_settings_have_defaults_and_checked_values() {
+        let base = format!("[recording]\nstore = \"rec\"\nrecipients = [\"{KEY}\"]\n");
+        let c = Config::parse(&base, Path::new("/etc/vigil")).unwrap();
+        assert_eq!(c.audit.path, PathBuf::from("/etc/vigil/state/audit.log"));
+        assert_eq!(c.audit.checkpoint_interval, Duration::from_secs(60));
+        let c = Config::parse(
+            &format!("{base}[audit]\ncheckpoint_interval = \"5s\"\nrotate_size = \"1MiB\"\nrotate_interval = \"1h\"\n"),
+            Path::new("/etc/vigil"),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.audit.checkpoint_interval,
+                c.audit.rotate_size,
+                c.audit.rotate_interval
+            ),
+            (Duration::from_secs(5), 1 << 20, Duration::from_secs(3600))
+        );
+        let e = Config::parse(
+            &format!("{base}[audit]\ncheckpoint_interval = \"soon\"\nrotate_size = \"1\"\n"),
+            Path::new("."),
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = e.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["audit.checkpoint_interval", "audit.rotate_size"]);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    audit::{Audit, AuditEvent},
+    audit::{self, Audit, AuditEvent},
     config::Config,
     policy::Policy,
     recording::{keys::Signer, writer::RecordError, Recordings},
@@ -36,11 +36,10 @@ pub enum DaemonError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("audit log {path}: {source}")]
-    Audit {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
     #[error(transparent)]
@@ -108,6 +107,9 @@ pub struct Running {
     pub ssh: Option<SocketAddr>,
     pub postgres: Option<SocketAddr>,
     accept: TaskTracker,
+    /// Checkpoints and ships the audit log; stopped last, after the final events.
+    audit_task: tokio::task::JoinHandle<()>,
+    audit_stop: CancellationToken,
 }
 
 /// Loads keys, opens the recording store (finishing what a previous run left in the spool),
@@ -121,12 +123,17 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
             path: config.host_key.display().to_string(),
             why: e.to_string(),
         })?;
+    // The audit log's checkpoints are signed with the same key as recordings.
+    let audit_signer = Arc::new(Signer::read_file(&config.host_key)?);
+    let audit_store = crate::store::Store::open(&settings.store, &settings.s3)?;
     let recordings = Recordings::start(settings, signer).await?;
-    let audit_path = config.audit_log();
-    let audit = Audit::open(&audit_path).map_err(|source| DaemonError::Audit {
-        path: audit_path.display().to_string(),
-        source,
-    })?;
+    let audit = Audit::open(config.audit.clone(), audit_signer.clone())?;
+    let shipper = audit::ship::Shipper::new(
+        audit_store,
+        config.audit.path.clone(),
+        audit::files::key_id(audit_signer.public_openssh()).unwrap_or_default(),
+    );
+    let checkpoint_interval = config.audit.checkpoint_interval;
     let policy = Policy::from_config(&config)?;
     let ssh_addr = config.listen.ssh;
     let pg_addr = config.listen.postgres;
@@ -149,6 +156,13 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         detail: Some("started".into()),
         ..AuditEvent::new("config.load")
     });
+    let audit_stop = CancellationToken::new();
+    let audit_task = tokio::spawn(audit_loop(
+        gateway.clone(),
+        shipper,
+        checkpoint_interval,
+        audit_stop.clone(),
+    ));
     let accept = TaskTracker::new();
     let mut ssh = None;
     if let Some(addr) = ssh_addr {
@@ -180,7 +194,35 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         ssh,
         postgres,
         accept,
+        audit_task,
+        audit_stop,
     })
+}
+
+/// Every `interval`: a checkpoint (when events arrived), segment rotation by age, and a round
+/// of shipping. On stop: close the log with a final checkpoint and ship it.
+async fn audit_loop(
+    gw: Arc<Gateway>,
+    mut shipper: audit::ship::Shipper,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        gw.audit.tick();
+        // A slow store delays only this task; a stop does not wait for a stuck round.
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = shipper.ship(&gw.audit) => {}
+        }
+    }
+    gw.audit.close();
+    let _ = shipper.ship(&gw.audit).await;
 }
 
 async fn accept_postgres(gw: Arc<Gateway>, listener: TcpListener) {
@@ -262,6 +304,10 @@ impl Running {
             detail: Some("stopped".into()),
             ..AuditEvent::new("config.load")
         });
+        self.audit_stop.cancel();
+        if tokio::time::timeout(grace, self.audit_task).await.is_err() {
+            tracing::warn!("the audit log was not copied to the store before the grace period ended; it stays on disk and is shipped at the next start");
+        }
     }
 }
 

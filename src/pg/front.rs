@@ -199,6 +199,14 @@ pub async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
     };
     let fatal = |code: &str, msg: &str| backend::error_response(Severity::Fatal, code, msg, None);
     if require_tls && !tls {
+        gw.audit.record(AuditEvent {
+            user: startup.param("user").map(str::to_string),
+            target: startup.param("database").map(str::to_string),
+            source: Some(peer.to_string()),
+            protocol: Some("postgres".into()),
+            detail: Some("the client did not ask for TLS, which this bastion requires".into()),
+            ..AuditEvent::new("access.refused")
+        });
         let _ = stream
             .write_all(&fatal(
                 "28000",

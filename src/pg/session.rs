@@ -165,6 +165,11 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "cannot start a recording");
+            gw.audit.record(AuditEvent {
+                action: "access.refused".into(),
+                detail: Some(format!("cannot start the session recording: {e}")),
+                ..audit_base.clone()
+            });
             let _ = write
                 .write_all(&fatal("53000", "vigil: cannot start the session recording"))
                 .await;
@@ -196,6 +201,11 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
                 detail: Some(e.to_string()),
                 ..session_audit.clone()
             });
+            gw.audit.record(AuditEvent {
+                action: "session.end".into(),
+                detail: Some("target unavailable".into()),
+                ..session_audit.clone()
+            });
             let _ = recorder.close("target unavailable").await;
             return;
         }
@@ -213,6 +223,11 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
                 target.name
             );
             let _ = write.write_all(&fatal("XX000", &msg)).await;
+            gw.audit.record(AuditEvent {
+                action: "session.end".into(),
+                detail: Some(msg.clone()),
+                ..session_audit.clone()
+            });
             let _ = recorder.close(&msg).await;
             return;
         }
@@ -696,6 +711,17 @@ impl Relay {
         });
     }
 
+    /// Allowed statements are decisions too: one audit line each (format, hash, one write;
+    /// `cargo bench --bench audit`).
+    fn audit_allowed(&self, sql_text: &str, d: &Decision) {
+        self.gw.audit.record(AuditEvent {
+            action: "command.allow".into(),
+            command: Some(sql_text.to_string()),
+            rule: d.rule.clone(),
+            ..self.audit.clone()
+        });
+    }
+
     async fn on_client(
         &mut self,
         m: Frontend,
@@ -741,6 +767,7 @@ impl Relay {
                             .map_err(|e| e.to_string())?;
                     }
                     None => {
+                        self.audit_allowed(&text, &decided.decision);
                         if decided.renames {
                             self.forget_names();
                         }
@@ -775,6 +802,7 @@ impl Relay {
                         .map_err(|e| e.to_string())?;
                     self.expects.push_back(Expect::Refused(err));
                 } else {
+                    self.audit_allowed(&text, &d);
                     up.feed(frame).await.map_err(|e| e.to_string())?;
                     self.expects.push_back(Expect::Parse);
                 }

@@ -268,6 +268,7 @@ pub async fn run(
     let (target, grants) = match (target, grants) {
         (Some(t), Some(g)) if t.protocol == crate::config::directory::Protocol::Ssh => (t, g),
         (Some(_), Some(_)) => {
+            audit_refusal(&gw, &conn, &target_name, "not an ssh target");
             client.reply(true).await;
             client
                 .refuse(&format!("{target_name} is not an ssh target"))
@@ -534,6 +535,14 @@ impl Session {
                 rule: d.rule.clone(),
                 detail: Some(d.message.clone()),
                 ..self.audit_event("command.deny")
+            });
+        } else {
+            // Allowed commands are decisions too: the audit log shows who ran what, where.
+            self.gw.audit.record(AuditEvent {
+                command: Some(text.into()),
+                rule: d.rule.clone(),
+                detail: Some(kind.into()),
+                ..self.audit_event("command.allow")
             });
         }
     }

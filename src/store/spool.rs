@@ -55,28 +55,12 @@ impl Spool {
         fs::create_dir_all(dir).map_err(err(dir))?;
         set_private(dir);
         let lock_path = dir.join(".lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(err(&lock_path))?;
-        // SAFETY: flock on a file descriptor we own; no memory is shared with the call.
-        let rc = unsafe {
-            libc::flock(
-                std::os::fd::AsRawFd::as_raw_fd(&lock),
-                libc::LOCK_EX | libc::LOCK_NB,
-            )
-        };
-        if rc != 0 {
-            return Err(SpoolError {
+        let lock = exclusive_lock(&lock_path, "another vigil process holds this spool").map_err(
+            |source| SpoolError {
                 path: lock_path.display().to_string(),
-                source: io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    "another vigil process holds this spool",
-                ),
-            });
-        }
+                source,
+            },
+        )?;
         Ok(Spool {
             dir: dir.to_path_buf(),
             _lock: lock,
@@ -173,4 +157,25 @@ impl Spool {
 fn set_private(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+}
+
+/// Opens (creating) `path` and takes an exclusive `flock` on it for as long as the file is
+/// open; `held` says who else would hold it when it is taken.
+pub fn exclusive_lock(path: &Path, held: &str) -> io::Result<File> {
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    // SAFETY: flock on a file descriptor we own; no memory is shared with the call.
+    let rc = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&lock),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::new(io::ErrorKind::WouldBlock, held.to_string()));
+    }
+    Ok(lock)
 }

@@ -123,3 +123,44 @@ async fn asciicast_export_plays_byte_for_byte_in_asciinema() {
         .lines()
         .any(|l| l.contains("\"r\"") && l.contains("120x40")));
 }
+
+/// The golden v1 audit log (two closed segments and an active one, signed by the golden host
+/// key) verifies forever, and reads back as the events it was written with.
+#[test]
+fn golden_v1_audit_log_verifies() {
+    use vigil::audit::{chain, files};
+    let signer = std::fs::read_to_string(testdata("keys/golden_host_ed25519.pub")).unwrap();
+    let segments = files::read_segments(&testdata("audit/v1/audit.log")).unwrap();
+    assert_eq!(segments.len(), 3);
+    let report = chain::verify(
+        &segments,
+        &chain::Trust {
+            signers: vec![signer.trim().to_string()],
+        },
+    );
+    assert_eq!(report.fault, None);
+    assert_eq!(
+        (report.lines, report.checkpoints, report.last_checkpoint),
+        (28, 4, Some(27))
+    );
+    let deny = segments[0]
+        .bytes
+        .split(|b| *b == b'\n')
+        .filter_map(|l| chain::Entry::parse(l).ok())
+        .find(|e| e.event.action == "command.deny")
+        .unwrap();
+    assert_eq!(
+        (
+            deny.seq,
+            deny.event.user.as_deref(),
+            deny.event.command.as_deref(),
+            deny.event.rule.as_deref()
+        ),
+        (
+            6,
+            Some("alice"),
+            Some("rm -rf /"),
+            Some("shell-destructive")
+        )
+    );
+}

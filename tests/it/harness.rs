@@ -16,8 +16,12 @@ use vigil::{
     store::S3Settings,
 };
 
+/// The vigil binary: `VIGIL_TEST_BIN` when set (a copy that a concurrent build sharing the
+/// target directory cannot replace mid-run), else the one cargo built for these tests.
 pub fn vigil() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vigil"))
+    Command::new(
+        std::env::var_os("VIGIL_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_vigil").into()),
+    )
 }
 
 /// Runs vigil to completion: (exit code, stdout, stderr).

@@ -10,7 +10,7 @@ use crate::{
     pgserver::{Auth, PgServer, DATABASE, PASSWORD, USER},
 };
 
-const ALICE_PW: &str = "alice-pw";
+pub const ALICE_PW: &str = "alice-pw";
 const ERIN_PW: &str = "erin-pw";
 
 pub struct PgBastion {

@@ -130,6 +130,13 @@ message = "destructive commands are blocked"
         }
     }
 
+    /// Stops vigil gracefully (sessions closed, recordings sealed, audit log closed).
+    pub fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            self.rt.block_on(r.shutdown(Duration::from_secs(10)));
+        }
+    }
+
     /// `ssh` with `who`'s key (a key file name) logging in as `login`.
     pub fn ssh(&self, who: &str, login: &str) -> Command {
         let mut c = Command::new("ssh");
@@ -190,9 +197,7 @@ message = "destructive commands are blocked"
 
 impl Drop for Bastion {
     fn drop(&mut self) {
-        if let Some(r) = self.running.take() {
-            self.rt.block_on(r.shutdown(Duration::from_secs(10)));
-        }
+        self.stop();
         // Every session of every test left a recording that verifies, seals included.
         if !std::thread::panicking() {
             let (code, out, err) = self.vigil(&["verify", "--all"]);
