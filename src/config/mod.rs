@@ -460,6 +460,20 @@ impl Validator {
                 self.bad(format!("{p}.min_approvals"), "must be at least 1");
             }
         }
+        if let Some(a) = &f.approvals {
+            if let Some(p) = &a.poll_interval {
+                self.duration("approvals.poll_interval", p);
+            }
+            if let Some(w) = &a.webhook {
+                match url::Url::parse(w) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                    _ => self.bad(
+                        "approvals.webhook",
+                        format!("`{w}`: expected an http:// or https:// URL"),
+                    ),
+                }
+            }
+        }
         for (i, m) in f.masks.iter().enumerate() {
             let p = format!("mask[{i}]");
             match f.targets.iter().find(|t| t.name == m.target) {

@@ -45,6 +45,8 @@ pub enum DaemonError {
     Policy(#[from] crate::policy::PolicyError),
     #[error(transparent)]
     Postgres(#[from] crate::pg::front::FrontError),
+    #[error(transparent)]
+    Approvals(#[from] crate::approval::ApprovalError),
 }
 
 /// Everything a session needs from the bastion; shared by all connections.
@@ -53,6 +55,8 @@ pub struct Gateway {
     policy: RwLock<Arc<Policy>>,
     pub recordings: Recordings,
     pub audit: Audit,
+    /// Just-in-time approvals over the state store (`server.state`).
+    pub approvals: crate::approval::Approvals,
     pub failures: ssh::server::Failures,
     /// The Postgres front end's shared state (cancel keys, TLS, key material).
     pub pg: crate::pg::front::Shared,
@@ -134,11 +138,13 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         why: e.to_string(),
     })?;
     let pg = crate::pg::front::Shared::new(&config, &host_secret)?;
+    let approvals = crate::approval::Approvals::open(&config).await?;
     let gateway = Arc::new(Gateway {
         config: RwLock::new(Arc::new(config)),
         policy: RwLock::new(Arc::new(policy)),
         recordings,
         audit,
+        approvals,
         failures: Default::default(),
         pg,
         tracker: TaskTracker::new(),
@@ -257,6 +263,7 @@ impl Running {
         self.gateway.tracker.close();
         let _ = tokio::time::timeout(grace, self.gateway.tracker.wait()).await;
         self.gateway.recordings.shutdown(grace).await;
+        self.gateway.approvals.drain(grace).await;
         self.gateway.audit.record(AuditEvent {
             detail: Some("stopped".into()),
             ..AuditEvent::new("config.load")
