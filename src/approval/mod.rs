@@ -14,6 +14,7 @@
 //! vote cast on any instance sharing the store, or by `vigil approvals` on the host, reaches the
 //! waiting session; votes cast on the same instance wake it at once.
 
+pub mod command;
 pub mod store;
 pub mod webhook;
 

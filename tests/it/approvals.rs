@@ -1,0 +1,313 @@
+//! Just-in-time approval end to end: commands held by review rules over the real `ssh` client
+//! to a real sshd, approved or denied through `ssh approver@bastion approvals ...` (the
+//! approver authenticated by key), with the separation-of-duties matrix.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use crate::{
+    harness::{run, wait_until},
+    pty::Pty,
+    ssh::Bastion,
+};
+
+/// alice (engineer) asks; bob (contractor) and dave (tunneler) approve; carol has no role.
+const RULES: &str = r#"
+[[rule]]
+name = "touch-needs-review"
+targets = ["web1"]
+shell = ["touch"]
+action = "review"
+approvers = ["contractor", "tunneler"]
+timeout = "30s"
+
+[[rule]]
+name = "mkdir-times-out"
+targets = ["web1"]
+shell = ["mkdir"]
+action = "review"
+approvers = ["contractor"]
+timeout = "2s"
+
+[[rule]]
+name = "chmod-needs-two"
+targets = ["web1"]
+shell = ["chmod"]
+action = "review"
+approvers = ["contractor", "tunneler"]
+min_approvals = 2
+
+[[rule]]
+name = "ln-time-box"
+targets = ["web1"]
+shell = ["ln"]
+action = "review"
+approvers = ["contractor", "tunneler"]
+grant = "10m"
+"#;
+
+/// `who` runs `approvals ARGS` on the bastion itself: (exit code, stdout, stderr).
+fn approvals(b: &Bastion, who: &str, args: &str) -> (i32, String, String) {
+    run(b.ssh(who, who).arg(format!("approvals {args}")))
+}
+
+/// `ssh` as `who` to web1 running `command`, with a justification, in the background.
+fn held(b: &Bastion, who: &str, command: &str, reason: &str) -> Child {
+    Command::new("ssh")
+        .args(b.ssh_options(who))
+        .args(["-o", &format!("SetEnv=VIGIL_REASON=\"{reason}\"")])
+        .args(["-p", &b.port.to_string(), &format!("{who}+web1@127.0.0.1")])
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until request #`id` is listed as pending.
+fn until_pending(b: &Bastion, id: u64) {
+    wait_until(
+        &format!("request #{id} is pending"),
+        Duration::from_secs(20),
+        || {
+            approvals(b, "bob", "list")
+                .1
+                .contains(&format!("#{id} pending"))
+        },
+    );
+}
+
+fn finish(c: Child) -> (i32, String, String) {
+    let out = c.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn exec_waits_for_an_approver_and_separation_of_duties_holds() {
+    let b = Bastion::start_with(RULES);
+    let dir = b.env.path("victim");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("ran");
+    let cmd = format!("touch {}", file.display());
+
+    // Held: nothing reaches the target before approval.
+    let child = held(&b, "alice", &cmd, "INC-7 restart");
+    until_pending(&b, 1);
+    let (_, list, _) = approvals(&b, "bob", "list");
+    for want in [
+        "requester: alice",
+        "target:    web1",
+        "touch-needs-review",
+        &cmd,
+        "INC-7 restart",
+    ] {
+        assert!(list.contains(want), "`{want}` missing from {list}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!file.exists(), "the held command ran before approval");
+
+    // The requester never approves their own request.
+    let (code, _, err) = approvals(&b, "alice", "approve 1");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("can never approve or deny their own request"),
+        "{err}"
+    );
+    // A user without an approver role cannot approve.
+    let (code, _, err) = approvals(&b, "carol", "approve 1");
+    assert_eq!(code, 1);
+    assert!(err.contains("may not decide on #1"), "{err}");
+    // A denial needs a reason.
+    let (code, _, err) = approvals(&b, "bob", "deny 1");
+    assert_eq!(code, 1);
+    assert!(err.contains("needs a reason"), "{err}");
+    assert!(!file.exists());
+
+    let (code, out, err) = approvals(&b, "bob", "approve 1 --reason looks right");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("#1 approved by bob; now approved"), "{out}");
+    let (code, _, err) = finish(child);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("waiting for approval #1 (rule touch-needs-review"),
+        "{err}"
+    );
+    assert!(err.contains("granted by bob"), "{err}");
+    assert!(file.exists(), "the approved command did not run");
+
+    // The used approval cannot be approved again or replayed: the same command asks anew.
+    let (code, _, err) = approvals(&b, "dave", "approve 1");
+    assert_eq!(code, 1);
+    assert!(err.contains("#1 is used, no longer pending"), "{err}");
+    std::fs::remove_file(&file).unwrap();
+    let child = held(&b, "alice", &cmd, "again");
+    until_pending(&b, 2);
+    // A denial by any approver ends it, with the reason.
+    let (code, _, err) = approvals(&b, "dave", "deny 2 --reason not during the freeze");
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = finish(child);
+    assert_eq!(code, 126, "{err}");
+    assert!(
+        err.contains("denied by dave: not during the freeze"),
+        "{err}"
+    );
+    assert!(!file.exists(), "a denied command ran");
+    let (code, _, _) = approvals(&b, "bob", "approve 2");
+    assert_eq!(code, 1, "a denied request was approved afterwards");
+
+    // min_approvals = 2 needs two distinct approvers; the same approver twice does not count.
+    let target = dir.join("two");
+    std::fs::write(&target, "").unwrap();
+    let child = held(
+        &b,
+        "alice",
+        &format!("chmod 600 {}", target.display()),
+        "audit fix",
+    );
+    until_pending(&b, 3);
+    assert_eq!(approvals(&b, "bob", "approve 3").0, 0);
+    let (code, _, err) = approvals(&b, "bob", "approve 3");
+    assert_eq!(code, 1);
+    assert!(err.contains("already decided on #3"), "{err}");
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(approvals(&b, "bob", "show 3")
+        .1
+        .contains("#3 pending, 1 approval(s) of 2"));
+    let (code, out, _) = approvals(&b, "dave", "approve 3");
+    assert_eq!(code, 0);
+    assert!(out.contains("now approved"), "{out}");
+    let (code, _, err) = finish(child);
+    assert_eq!(code, 0, "{err}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&target).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // A request that timed out exits non-zero and cannot be approved afterwards.
+    let late = dir.join("late");
+    let child = held(&b, "alice", &format!("mkdir {}", late.display()), "x");
+    let (code, _, err) = finish(child);
+    assert_eq!(code, 126, "{err}");
+    assert!(err.contains("approval #4 timed out"), "{err}");
+    let (code, _, err) = approvals(&b, "bob", "approve 4");
+    assert_eq!(code, 1);
+    assert!(err.contains("#4 is expired"), "{err}");
+    assert!(!late.exists());
+
+    // A time box: one approval covers alice's commands of that rule until it ends.
+    let child = held(
+        &b,
+        "alice",
+        &format!("ln -s /etc/hostname {}", dir.join("l1").display()),
+        "",
+    );
+    until_pending(&b, 5);
+    assert_eq!(approvals(&b, "bob", "approve 5").0, 0);
+    assert_eq!(finish(child).0, 0);
+    let (code, _, err) = run(b
+        .ssh("alice", "alice+web1")
+        .arg(format!("ln -s /etc/hostname {}", dir.join("l2").display())));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("covered by approval #5"), "{err}");
+    assert!(dir.join("l2").exists());
+    // ... for alice only: bob's own command of that rule asks anew.
+    let child = held(
+        &b,
+        "bob",
+        &format!("ln -s /etc/hostname {}", dir.join("l3").display()),
+        "",
+    );
+    until_pending(&b, 6);
+    // bob holds an approver role and still cannot approve his own request.
+    let (code, _, err) = approvals(&b, "bob", "approve 6");
+    assert_eq!(code, 1);
+    assert!(err.contains("can never approve"), "{err}");
+    assert_eq!(approvals(&b, "dave", "deny 6 --reason no").0, 0);
+    assert_eq!(finish(child).0, 126);
+
+    let audit = b.audit();
+    for action in [
+        "approval.request",
+        "approval.refused",
+        "approval.approve",
+        "approval.granted",
+        "grant.use",
+        "approval.deny",
+        "approval.expire",
+    ] {
+        assert!(
+            audit.contains(&format!("\"action\":\"{action}\"")),
+            "no {action} in {audit}"
+        );
+    }
+}
+
+#[test]
+fn an_interactive_line_waits_and_ctrl_c_cancels_it() {
+    let b = Bastion::start_with(RULES);
+    let dir = b.env.path("victim");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = Command::new("ssh");
+    cmd.args(b.ssh_options("alice"))
+        .args(["-o", "SetEnv=VIGIL_REASON=INC-9"])
+        .args(["-tt", "-p", &b.port.to_string(), "alice+web1@127.0.0.1"])
+        .env("TERM", "xterm");
+    let mut t = Pty::spawn(cmd, 100, 30);
+    t.expect("\x1b[?2004h");
+    t.send("export PS1='appr''-test$ '\r");
+    t.expect("appr-test$ ");
+
+    // Approved: the held line runs.
+    let n = t.len();
+    t.send(&format!("touch {}/one\r", dir.display()));
+    t.expect_from(
+        n,
+        "waiting for approval #1 (rule touch-needs-review",
+        Duration::from_secs(20),
+    );
+    assert!(t.output().contains("Ctrl-C cancels"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!dir.join("one").exists());
+    assert_eq!(approvals(&b, "dave", "approve 1").0, 0);
+    t.expect_from(n, "granted by dave", Duration::from_secs(20));
+    wait_until("the approved line ran", Duration::from_secs(20), || {
+        dir.join("one").exists()
+    });
+
+    // Ctrl-C while waiting cancels the request; the session goes on.
+    let n = t.len();
+    t.send(&format!("touch {}/two\r", dir.display()));
+    t.expect_from(n, "waiting for approval #2", Duration::from_secs(20));
+    t.send("\x03");
+    t.expect_from(
+        n,
+        "approval #2 cancelled (cancelled by the requester (Ctrl-C))",
+        Duration::from_secs(20),
+    );
+    let (code, _, err) = approvals(&b, "dave", "approve 2");
+    assert_eq!(code, 1);
+    assert!(err.contains("#2 is cancelled"), "{err}");
+    let n = t.len();
+    t.send("echo still-here\r");
+    t.expect_from(n, "still-here", Duration::from_secs(20));
+    assert!(!dir.join("two").exists());
+
+    // Denied: the line is cancelled with the reason.
+    let n = t.len();
+    t.send(&format!("touch {}/three\r", dir.display()));
+    t.expect_from(n, "waiting for approval #3", Duration::from_secs(20));
+    assert_eq!(approvals(&b, "bob", "deny 3 --reason wrong host").0, 0);
+    t.expect_from(n, "denied by bob: wrong host", Duration::from_secs(20));
+    t.send("exit\r");
+    t.wait(Duration::from_secs(20));
+    assert!(!dir.join("three").exists());
+    assert!(b.audit().contains("\"action\":\"approval.cancel\""));
+}
