@@ -119,6 +119,14 @@ enum Command {
         #[command(flatten)]
         read: ReadOpts,
     },
+    /// Approval requests in the state store (`server.state`): list and show them, or approve
+    /// or deny one as a named vigil user (`--as`), with every check an approver over SSH gets.
+    Approvals {
+        #[arg(long, env = "VIGIL_CONFIG")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: ApprovalsCmd,
+    },
     /// Record standard input as a session's output (for pipelines, and to exercise the
     /// recorder): prints the session id, records until EOF or SIGTERM, then seals and uploads.
     Record {
@@ -130,6 +138,37 @@ enum Command {
         target: String,
         #[arg(long, default_value = "ssh")]
         protocol: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCmd {
+    /// Pending requests (or all recent ones with --all).
+    List {
+        #[arg(long)]
+        all: bool,
+        /// One JSON object per request.
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        id: u64,
+    },
+    /// Approve as the vigil user named by --as (never the requester; needs an approver role).
+    Approve {
+        id: u64,
+        #[arg(long = "as", value_name = "USER")]
+        as_user: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Deny as the vigil user named by --as, with a reason.
+    Deny {
+        id: u64,
+        #[arg(long = "as", value_name = "USER")]
+        as_user: String,
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -373,7 +412,86 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             target,
             protocol,
         } => record(&config, user, target, protocol).await,
+        Command::Approvals { config, action } => approvals(&config, action).await,
     }
+}
+
+/// `vigil approvals`: the operator on the bastion host acts as a named vigil user. Whoever can
+/// run this can read the config and the state store, so the host is trusted as much as the
+/// store; what this adds is that the identity acting is named, checked and audited like an
+/// approver over SSH (`source` = `host:UNIX_USER`).
+async fn approvals(path: &std::path::Path, action: ApprovalsCmd) -> Result<ExitCode> {
+    use vigil::approval::{now_ms, Approvals};
+    let config = vigil::config::Config::load(path)?;
+    let engine = Approvals::open(&config).await?;
+    let now = now_ms();
+    let (approver, id, approve, reason) = match action {
+        ApprovalsCmd::List { all, json } => {
+            let list = engine.list(all).await?;
+            let mut out = std::io::stdout().lock();
+            if list.is_empty() && !json {
+                writeln!(out, "no pending approval requests")?;
+            }
+            for a in list {
+                if json {
+                    writeln!(out, "{}", serde_json::to_string(&a)?)?;
+                } else {
+                    write!(out, "{}", a.describe(now))?;
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        ApprovalsCmd::Show { id } => match engine.get(id).await? {
+            Some(a) => {
+                print!("{}", a.describe(now));
+                return Ok(ExitCode::SUCCESS);
+            }
+            None => bail!("there is no approval request #{id}"),
+        },
+        ApprovalsCmd::Approve {
+            id,
+            as_user,
+            reason,
+        } => (as_user, id, true, reason),
+        ApprovalsCmd::Deny {
+            id,
+            as_user,
+            reason,
+        } => (as_user, id, false, Some(reason)),
+    };
+    let audit_path = config.audit_log();
+    let audit = vigil::audit::Audit::open(&audit_path)
+        .map_err(|e| anyhow::anyhow!("audit log {}: {e}", audit_path.display()))?;
+    let unix_user = match std::env::var("USER") {
+        Ok(u) => format!("uid {} ({u})", process_uid()),
+        Err(_) => format!("uid {}", process_uid()),
+    };
+    let result = engine
+        .decide(
+            &config,
+            &audit,
+            &approver,
+            id,
+            approve,
+            reason.as_deref(),
+            Some(format!("host:{unix_user}")),
+        )
+        .await;
+    engine.drain(Duration::from_secs(10)).await;
+    let a = result?;
+    println!(
+        "#{} {} by {approver}; now {}",
+        a.id,
+        if approve { "approved" } else { "denied" },
+        a.state
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The real uid of this process, for the audit trail of host-side approvals.
+fn process_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
 }
 
 async fn demo(dir: Option<PathBuf>, port: Option<u16>) -> Result<ExitCode> {

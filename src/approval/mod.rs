@@ -577,7 +577,9 @@ impl Approvals {
     }
 
     /// One approver's decision, with every separation-of-duties check. Refusals are audited
-    /// (`approval.refused`) and returned.
+    /// (`approval.refused`) and returned. `source` says where the approver acted from (their
+    /// SSH client's address, or `host` for `vigil approvals`).
+    #[allow(clippy::too_many_arguments)]
     pub async fn decide(
         &self,
         config: &Config,
@@ -586,6 +588,7 @@ impl Approvals {
         id: u64,
         approve: bool,
         reason: Option<&str>,
+        source: Option<String>,
     ) -> Result<Approval, ApprovalError> {
         let reason = reason.and_then(clean_reason);
         let result = self
@@ -602,6 +605,7 @@ impl Approvals {
                     user: Some(approver.to_string()),
                     requester: Some(a.requester.clone()),
                     reason: reason.clone(),
+                    source: source.clone(),
                     detail: Some(format!("now {}", a.state)),
                     ..request_event(a, action)
                 });
@@ -632,6 +636,7 @@ impl Approvals {
                 audit.record(AuditEvent {
                     user: Some(approver.to_string()),
                     requester,
+                    source,
                     approval: Some(id),
                     reason,
                     detail: Some(e.to_string()),

@@ -205,7 +205,15 @@ async fn approvals(
     };
     match gw
         .approvals
-        .decide(&config, &gw.audit, user, id, approve, reason.as_deref())
+        .decide(
+            &config,
+            &gw.audit,
+            user,
+            id,
+            approve,
+            reason.as_deref(),
+            conn.peer.map(|p| p.to_string()),
+        )
         .await
     {
         Ok(a) => (

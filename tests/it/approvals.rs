@@ -9,6 +9,8 @@ use std::{
 
 use crate::{
     harness::{run, wait_until},
+    pg::{PgBastion, ALICE_PW},
+    pgserver::{DATABASE, PASSWORD, USER},
     pty::Pty,
     ssh::Bastion,
 };
@@ -310,4 +312,176 @@ fn an_interactive_line_waits_and_ctrl_c_cancels_it() {
     t.wait(Duration::from_secs(20));
     assert!(!dir.join("three").exists());
     assert!(b.audit().contains("\"action\":\"approval.cancel\""));
+}
+
+/// Writes by alice wait for a reviewer (rita, who acts on the host with `vigil approvals`);
+/// inserts time out quickly.
+const PG_RULES: &str = r#"
+[[user]]
+name = "rita"
+roles = ["reviewer"]
+[[role]]
+name = "reviewer"
+targets = ["appdb"]
+[[rule]]
+name = "writes-need-review"
+targets = ["appdb"]
+sql = ["UPDATE", "DELETE"]
+action = "review"
+approvers = ["reviewer"]
+timeout = "30s"
+[[rule]]
+name = "inserts-time-out"
+targets = ["appdb"]
+sql = ["INSERT"]
+action = "review"
+approvers = ["reviewer"]
+timeout = "2s"
+"#;
+
+/// `vigil approvals ARGS` on the host, with the bastion's config.
+fn host(b: &PgBastion, args: &[&str]) -> (i32, String, String) {
+    run(crate::harness::vigil()
+        .arg("approvals")
+        .arg("--config")
+        .arg(b.env.path("vigil.toml"))
+        .args(args))
+}
+
+fn pg_until_pending(b: &PgBastion, id: u64) {
+    wait_until(
+        &format!("request #{id} is pending"),
+        Duration::from_secs(20),
+        || host(b, &["list"]).1.contains(&format!("#{id} pending")),
+    );
+}
+
+/// psql as alice in the background.
+fn psql_held(b: &PgBastion, sql: &str) -> Child {
+    Command::new("psql")
+        .env("PGPASSWORD", ALICE_PW)
+        .args([&b.conninfo("alice"), "-At", "-c", sql])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Reads a value on the target directly, not through vigil.
+fn direct(b: &PgBastion, sql: &str) -> String {
+    let (code, out, err) = run(Command::new("psql").env("PGPASSWORD", PASSWORD).args([
+        &format!(
+            "host=127.0.0.1 port={} user={USER} dbname={DATABASE} sslmode=disable",
+            b.server.port
+        ),
+        "-At",
+        "-c",
+        sql,
+    ]));
+    assert_eq!(code, 0, "{err}");
+    out.trim().to_string()
+}
+
+#[test]
+fn psql_and_tokio_postgres_statements_wait_for_approval() {
+    let b = PgBastion::start_full("", PG_RULES);
+    let total = || direct(&b, "select total from orders where id = 10");
+
+    // psql: a NoticeResponse names the request; nothing reaches the target before approval.
+    let child = psql_held(
+        &b,
+        "/* reason: INC-5 refund */ UPDATE orders SET total = 12 WHERE id = 10",
+    );
+    pg_until_pending(&b, 1);
+    let (_, shown, _) = host(&b, &["show", "1"]);
+    for want in [
+        "requester: alice",
+        "appdb (postgres)",
+        "writes-need-review",
+        "UPDATE orders SET total = 12",
+        "INC-5 refund",
+    ] {
+        assert!(shown.contains(want), "`{want}` missing from {shown}");
+    }
+    assert_eq!(total(), "9.5");
+    // On the host too: no self-approval, and an approver must hold the rule's role.
+    let (code, _, err) = host(&b, &["approve", "1", "--as", "alice"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("can never approve"), "{err}");
+    let (code, _, err) = host(&b, &["approve", "1", "--as", "erin"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("may not decide on #1"), "{err}");
+    let (code, _, err) = host(&b, &["approve", "1", "--as", "nobody"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("nobody is not a user"), "{err}");
+    let (code, out, err) = host(&b, &["approve", "1", "--as", "rita", "--reason", "ok"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("now approved"), "{out}");
+    let (code, _, err) = finish(child);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("waiting for approval #1 (rule writes-need-review"),
+        "{err}"
+    );
+    assert_eq!(total(), "12");
+
+    // Denied: an ErrorResponse with the reason; the statement never ran.
+    let child = psql_held(&b, "UPDATE orders SET total = 99 WHERE id = 10");
+    pg_until_pending(&b, 2);
+    let (code, _, err) = host(
+        &b,
+        &["deny", "2", "--as", "rita", "--reason", "wrong order"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = finish(child);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("approval #2 denied by rita: wrong order"),
+        "{err}"
+    );
+    assert_eq!(total(), "12");
+
+    // Timed out.
+    let (code, _, err) = finish(psql_held(&b, "INSERT INTO orders VALUES (11, 2, 1)"));
+    assert_eq!(code, 1);
+    assert!(err.contains("approval #3 timed out"), "{err}");
+    assert_eq!(direct(&b, "select count(*) from orders where id = 11"), "0");
+    let (code, _, err) = host(&b, &["approve", "3", "--as", "rita"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("#3 is expired"), "{err}");
+
+    // tokio-postgres (extended protocol): the approval covers the Parse and one execution; a
+    // second execution of the same prepared statement is refused.
+    let conninfo = format!("{} password={ALICE_PW}", b.conninfo("alice"));
+    let (client, conn) =
+        b.rt.block_on(tokio_postgres::connect(&conninfo, tokio_postgres::NoTls))
+            .unwrap();
+    b.rt.spawn(conn);
+    let prepare = b.rt.spawn(async move {
+        let st = client
+            .prepare("UPDATE orders SET total = $1::int WHERE id = 10")
+            .await?;
+        let first = client.execute(&st, &[&20i32]).await?;
+        let second = client.execute(&st, &[&30i32]).await;
+        Ok::<_, tokio_postgres::Error>((first, second))
+    });
+    pg_until_pending(&b, 4);
+    assert_eq!(host(&b, &["approve", "4", "--as", "rita"]).0, 0);
+    let (first, second) = b.rt.block_on(prepare).unwrap().unwrap();
+    assert_eq!(first, 1);
+    let e = second.unwrap_err();
+    let db = e.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "42501");
+    assert!(db.message().contains("one execution"), "{db:?}");
+    assert_eq!(total(), "20");
+    // The used approval cannot be approved again.
+    let (code, _, err) = host(&b, &["deny", "4", "--as", "rita", "--reason", "late"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("#4 is used"), "{err}");
+
+    let (_, all, _) = host(&b, &["list", "--all", "--json"]);
+    assert_eq!(all.lines().count(), 4, "{all}");
+    let audit = std::fs::read_to_string(b.env.path("state/audit.log")).unwrap();
+    assert!(audit.contains("\"source\":\"host:uid"), "{audit}");
 }
