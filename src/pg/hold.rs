@@ -87,10 +87,12 @@ impl Holder<'_> {
         .await;
         let outcome = tokio::select! {
             o = gw.approvals.wait(&gw.audit, request.id, &ask) => o,
-            _ = gw.cancelled() => {
-                gw.approvals.cancel(&gw.audit, request.id, "the bastion is shutting down").await;
-                Outcome::Failed("the bastion is shutting down".into())
-            }
+            // The request stays pending in the store: once approved, the same statement sent
+            // again (after the restart) uses the approval.
+            _ = gw.cancelled() => Outcome::Failed(format!(
+                "the bastion is shutting down; request #{} stays pending: once it is approved, send the statement again",
+                request.id
+            )),
         };
         let (by, reason) = match outcome.approval() {
             Some(a) if outcome.approved() => {

@@ -677,7 +677,15 @@ impl Session {
                         held.backlog.push(m);
                     }
                 },
-                _ = gw.cancelled() => break Some("the bastion is shutting down"),
+                // The request stays pending in the store: once approved, running the same
+                // command again (after the restart) uses the approval.
+                _ = gw.cancelled() => {
+                    held.outcome = Outcome::Failed(format!(
+                        "the bastion is shutting down; request #{} stays pending: once it is approved, run the command again",
+                        request.id
+                    ));
+                    break None;
+                }
             }
         };
         if let Some(why) = cancelled {

@@ -485,3 +485,164 @@ fn psql_and_tokio_postgres_statements_wait_for_approval() {
     let audit = std::fs::read_to_string(b.env.path("state/audit.log")).unwrap();
     assert!(audit.contains("\"source\":\"host:uid"), "{audit}");
 }
+
+#[test]
+fn a_pending_request_survives_a_restart_and_its_approval_runs_the_command_once() {
+    let mut b = Bastion::start_with(RULES);
+    let dir = b.env.path("victim");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cmd = format!("touch {}", dir.join("after-restart").display());
+    let child = held(&b, "alice", &cmd, "INC-11");
+    until_pending(&b, 1);
+    b.restart();
+    let (code, _, err) = finish(child);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("request #1 stays pending"), "{err}");
+    // The restarted bastion still has the request; bob approves it there.
+    let (_, list, _) = approvals(&b, "bob", "list");
+    assert!(list.contains("#1 pending") && list.contains(&cmd), "{list}");
+    assert_eq!(approvals(&b, "bob", "approve 1").0, 0);
+    // alice runs the same command again: the approval covers it, once.
+    let (code, _, err) = run(b.ssh("alice", "alice+web1").arg(&cmd));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("covered by approval #1"), "{err}");
+    assert!(dir.join("after-restart").exists());
+    std::fs::remove_file(dir.join("after-restart")).unwrap();
+    // A replay asks anew.
+    let child = held(&b, "alice", &cmd, "again");
+    until_pending(&b, 2);
+    assert_eq!(approvals(&b, "bob", "deny 2 --reason once is enough").0, 0);
+    assert_eq!(finish(child).0, 126);
+    assert!(!dir.join("after-restart").exists());
+}
+
+/// A tiny HTTP receiver: answers 500 to the first request (to exercise retries), then 200;
+/// keeps every body.
+struct Receiver {
+    port: u16,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = bodies.clone();
+        std::thread::spawn(move || {
+            let mut served = 0;
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; len];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                served += 1;
+                let status = if served == 1 {
+                    "500 Internal Server Error"
+                } else {
+                    kept.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&body).into_owned());
+                    "200 OK"
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        Receiver { port, bodies }
+    }
+
+    fn events(&self) -> Vec<serde_json::Value> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| serde_json::from_str(b).unwrap())
+            .collect()
+    }
+}
+
+#[test]
+fn two_instances_share_a_postgres_state_store_and_notify_a_webhook() {
+    let state = crate::pgserver::PgServer::start(crate::pgserver::Auth::ScramSha256, false);
+    let url = format!(
+        "postgres://{USER}:{PASSWORD}@127.0.0.1:{}/{DATABASE}",
+        state.port
+    );
+    let hook = Receiver::start();
+    let server = format!("state = \"{url}\"");
+    let rules = format!(
+        "{RULES}\n[approvals]\nwebhook = \"http://127.0.0.1:{}/vigil\"\npoll_interval = \"200ms\"\n",
+        hook.port
+    );
+    let a = Bastion::start_full(&server, &rules);
+    let b = Bastion::start_full(&server, &rules);
+    let dir = a.env.path("victim");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("via-b");
+    // Raised on instance a ...
+    let child = held(&a, "alice", &format!("touch {}", file.display()), "INC-3");
+    until_pending(&b, 1);
+    // ... the separation of duties holds on instance b too ...
+    let (code, _, err) = approvals(&b, "alice", "approve 1");
+    assert_eq!(code, 1);
+    assert!(err.contains("can never approve"), "{err}");
+    // ... approved through instance b; the held command runs on a.
+    let (code, _, err) = approvals(&b, "bob", "approve 1 --reason fine");
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = finish(child);
+    assert_eq!(code, 0, "{err}");
+    assert!(file.exists());
+    // Both instances see the used approval; neither takes it again.
+    for bastion in [&a, &b] {
+        let (code, _, err) = approvals(bastion, "dave", "approve 1");
+        assert_eq!(code, 1);
+        assert!(err.contains("#1 is used"), "{err}");
+    }
+
+    // The webhook got the request and the decisions, despite the receiver's first failure.
+    wait_until(
+        "the webhook got three notices",
+        Duration::from_secs(30),
+        || hook.events().len() >= 3,
+    );
+    let events = hook.events();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    for want in ["approval.request", "approval.approve", "approval.granted"] {
+        assert!(names.contains(&want), "{want} not in {names:?}");
+    }
+    let request = events
+        .iter()
+        .find(|e| e["event"] == "approval.request")
+        .unwrap();
+    assert_eq!(request["approval"]["requester"], "alice");
+    assert_eq!(request["approval"]["reason"], "INC-3");
+    assert_eq!(request["approval"]["target"], "web1");
+    let vote = events
+        .iter()
+        .find(|e| e["event"] == "approval.approve")
+        .unwrap();
+    assert_eq!(vote["actor"], "bob");
+    assert_eq!(vote["reason"], "fine");
+}
