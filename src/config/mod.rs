@@ -172,6 +172,7 @@ impl Validator {
             .state
             .clone()
             .unwrap_or_else(|| "state/vigil.db".into());
+        self.state(&state);
         let (recording, signers) = match &file.recording {
             Some(r) => {
                 let (settings, signers) = self.recording(r);
@@ -191,6 +192,20 @@ impl Validator {
             signers,
             directory,
             file,
+        }
+    }
+
+    /// `server.state`: a SQLite file path, or a `postgres://` URL that several instances share.
+    fn state(&mut self, state: &str) {
+        if state.starts_with("postgres://") || state.starts_with("postgresql://") {
+            if let Err(e) = state.parse::<tokio_postgres::Config>() {
+                self.bad("server.state", format!("not a PostgreSQL URL: {e}"));
+            }
+        } else if state.contains("://") || state.trim().is_empty() {
+            self.bad(
+                "server.state",
+                "expected a SQLite file path (state/vigil.db) or a postgres:// URL",
+            );
         }
     }
 
@@ -583,6 +598,11 @@ mod tests {
             r#"
 [listen]
 ssh = "nowhere"
+[server]
+state = "mysql://db/vigil"
+[approvals]
+webhook = "ftp://hooks"
+poll_interval = "often"
 [recording]
 store = "x"
 recipients = ["{KEY}", "garbage"]
@@ -606,6 +626,9 @@ sql = ["DROP"]
             "recording.on_store_failure",
             "role[0].targets[0]",
             "rule[0].approvers",
+            "server.state",
+            "approvals.webhook",
+            "approvals.poll_interval",
         ] {
             assert!(paths.contains(&want), "{want} missing from {paths:?}");
         }
