@@ -38,6 +38,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_POLL: Duration = Duration::from_millis(500);
 /// The longest command or statement text stored with a request.
 const MAX_COMMAND: usize = 64 << 10;
+/// Failed reads of the state store a waiting command tolerates in a row before it is refused.
+const STORE_RETRIES: u32 = 3;
+/// How often a running bastion expires pending requests whose deadline passed.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 /// The longest justification or decision reason stored.
 const MAX_REASON: usize = 1024;
 
@@ -226,6 +230,8 @@ pub enum ApprovalError {
     Vote(#[from] VoteError),
     #[error("webhook: {0}")]
     Webhook(String),
+    #[error("the command is {0} bytes long; vigil holds commands of at most 64 KiB for approval")]
+    TooLong(usize),
 }
 
 /// What a held command asks approval for.
@@ -437,7 +443,11 @@ impl Approvals {
     ) -> Result<Ticket, ApprovalError> {
         let rule = RuleSettings::of(config, &ask.rule)
             .ok_or_else(|| ApprovalError::NoSuchRule(ask.rule.clone()))?;
-        let command = clip(&ask.command, MAX_COMMAND);
+        // Not clipped: an approval of a prefix must not cover a longer command.
+        if ask.command.len() > MAX_COMMAND {
+            return Err(ApprovalError::TooLong(ask.command.len()));
+        }
+        let command = ask.command.clone();
         let now = now_ms();
         if let Some(open) = self
             .store
@@ -492,12 +502,21 @@ impl Approvals {
     /// Waits for the outcome of request `id` and, when it is approved, consumes the approval for
     /// this one command. Cancel by dropping the future and calling [`Approvals::cancel`].
     pub async fn wait(&self, audit: &Audit, id: u64, ask: &Ask) -> Outcome {
+        let mut failures = 0u32;
         loop {
             let a = match self.store.get(id).await {
                 Ok(Some(a)) => a,
                 Ok(None) => return Outcome::Failed(format!("request #{id} vanished")),
+                // A shared store may blip: retry a few times, then refuse.
+                Err(e) if failures < STORE_RETRIES => {
+                    failures += 1;
+                    tracing::warn!(approval = id, error = %e, "state store read failed; retrying");
+                    tokio::time::sleep(self.poll * failures).await;
+                    continue;
+                }
                 Err(e) => return Outcome::Failed(e.to_string()),
             };
+            failures = 0;
             let now = now_ms();
             match a.state {
                 State::Pending if now >= a.expires_ms => {
@@ -683,6 +702,32 @@ impl Approvals {
             VoteOutcome::Counted(a) => Ok(*a),
             VoteOutcome::Refused(e) => Err(e.into()),
         }
+    }
+
+    /// Expires pending requests whose deadline passed (also those nobody waits for any more),
+    /// with their audit events and notices. Any instance may do it: only one wins each.
+    pub async fn sweep(&self, audit: &Audit) -> Result<usize, ApprovalError> {
+        let now = now_ms();
+        let mut expired = 0;
+        for a in self.store.list(false, 1000).await? {
+            if a.expires_ms <= now
+                && self
+                    .store
+                    .close_pending(a.id, State::Expired, "timed out".into(), now)
+                    .await?
+            {
+                audit.record(AuditEvent {
+                    detail: Some("timed out without a decision".into()),
+                    ..request_event(&a, "approval.expire")
+                });
+                self.notify("approval.expire", &a, None, None);
+                expired += 1;
+            }
+        }
+        if expired > 0 {
+            self.changed.notify_waiters();
+        }
+        Ok(expired)
     }
 
     /// Requests, newest first: pending ones, or `all`.

@@ -154,6 +154,19 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         detail: Some("started".into()),
         ..AuditEvent::new("config.load")
     });
+    // Pending requests past their deadline expire even when no session waits for them.
+    let sweeper = gateway.clone();
+    gateway.tracker.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = sweeper.cancelled() => return,
+                _ = tokio::time::sleep(crate::approval::SWEEP_INTERVAL) => {}
+            }
+            if let Err(e) = sweeper.approvals.sweep(&sweeper.audit).await {
+                tracing::warn!(error = %e, "expiring approval requests failed");
+            }
+        }
+    });
     let accept = TaskTracker::new();
     let mut ssh = None;
     if let Some(addr) = ssh_addr {

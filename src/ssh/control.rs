@@ -176,29 +176,37 @@ async fn approvals(
     let (approve, id, reason) = match command {
         Command::List { all } => {
             return match gw.approvals.list(all).await {
-                Ok(list) if list.is_empty() => (
-                    0,
-                    format!("no pending approval requests{eol}"),
-                    String::new(),
-                ),
-                Ok(list) => (
-                    0,
-                    list.iter().map(|a| lines(a.describe(now))).collect(),
-                    String::new(),
-                ),
+                Ok(list) => {
+                    let mine: String = list
+                        .iter()
+                        .filter(|a| visible(a, user, config.directory.roles_of(user)))
+                        .map(|a| lines(a.describe(now)))
+                        .collect();
+                    if mine.is_empty() {
+                        (
+                            0,
+                            format!("no approval requests for you{eol}"),
+                            String::new(),
+                        )
+                    } else {
+                        (0, mine, String::new())
+                    }
+                }
                 Err(e) => (1, String::new(), format!("vigil: {e}{eol}")),
-            }
+            };
         }
         Command::Show(id) => {
             return match gw.approvals.get(id).await {
-                Ok(Some(a)) => (0, lines(a.describe(now)), String::new()),
-                Ok(None) => (
+                Ok(Some(a)) if visible(&a, user, config.directory.roles_of(user)) => {
+                    (0, lines(a.describe(now)), String::new())
+                }
+                Ok(_) => (
                     1,
                     String::new(),
-                    format!("vigil: there is no approval request #{id}{eol}"),
+                    format!("vigil: there is no approval request #{id} that you may see{eol}"),
                 ),
                 Err(e) => (1, String::new(), format!("vigil: {e}{eol}")),
-            }
+            };
         }
         Command::Approve { id, reason } => (true, id, reason),
         Command::Deny { id, reason } => (false, id, reason),
@@ -228,6 +236,12 @@ async fn approvals(
         ),
         Err(e) => (1, String::new(), format!("vigil: {e}{eol}")),
     }
+}
+
+/// Over SSH a user sees their own requests and those they may decide on: a request shows the
+/// exact command or statement, which is for the requester and the approvers only.
+fn visible(a: &crate::approval::Approval, user: &str, roles: &[String]) -> bool {
+    a.requester == user || a.approvers.iter().any(|r| roles.contains(r))
 }
 
 fn whoami(gw: &Gateway, conn: &Connection, eol: &str) -> String {

@@ -34,6 +34,14 @@ approvers = ["contractor"]
 timeout = "2s"
 
 [[rule]]
+name = "chown-expires"
+targets = ["web1"]
+shell = ["chown"]
+action = "review"
+approvers = ["contractor"]
+timeout = "8s"
+
+[[rule]]
 name = "chmod-needs-two"
 targets = ["web1"]
 shell = ["chmod"]
@@ -70,16 +78,31 @@ fn held(b: &Bastion, who: &str, command: &str, reason: &str) -> Child {
 }
 
 /// Waits until request #`id` is listed as pending.
-fn until_pending(b: &Bastion, id: u64) {
-    wait_until(
-        &format!("request #{id} is pending"),
-        Duration::from_secs(20),
-        || {
-            approvals(b, "bob", "list")
-                .1
-                .contains(&format!("#{id} pending"))
-        },
-    );
+fn until_pending(b: &Bastion, id: u64, client: &mut Child) {
+    pending(&|| approvals(b, "bob", "list").1, id, Some(client));
+}
+
+/// Waits until `list()` shows request #`id` pending; fails at once, with the client's output,
+/// when the client that should be waiting exits.
+fn pending(list: &dyn Fn() -> String, id: u64, mut client: Option<&mut Child>) {
+    let start = std::time::Instant::now();
+    while !list().contains(&format!("#{id} pending")) {
+        if let Some(c) = client.as_deref_mut() {
+            if let Some(status) = c.try_wait().unwrap() {
+                let mut err = String::new();
+                if let Some(mut e) = c.stderr.take() {
+                    std::io::Read::read_to_string(&mut e, &mut err).unwrap();
+                }
+                panic!("the client exited ({status}) instead of waiting for #{id}: {err}");
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "request #{id} is not pending after 60s: {}",
+            list()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn finish(c: Child) -> (i32, String, String) {
@@ -100,8 +123,8 @@ fn exec_waits_for_an_approver_and_separation_of_duties_holds() {
     let cmd = format!("touch {}", file.display());
 
     // Held: nothing reaches the target before approval.
-    let child = held(&b, "alice", &cmd, "INC-7 restart");
-    until_pending(&b, 1);
+    let mut child = held(&b, "alice", &cmd, "INC-7 restart");
+    until_pending(&b, 1, &mut child);
     let (_, list, _) = approvals(&b, "bob", "list");
     for want in [
         "requester: alice",
@@ -114,6 +137,12 @@ fn exec_waits_for_an_approver_and_separation_of_duties_holds() {
     }
     std::thread::sleep(Duration::from_millis(500));
     assert!(!file.exists(), "the held command ran before approval");
+    // Only the requester and the approvers see a request (it shows the exact command).
+    let (code, out, _) = approvals(&b, "carol", "list");
+    assert_eq!(code, 0);
+    assert!(out.contains("no approval requests for you"), "{out}");
+    assert_eq!(approvals(&b, "carol", "show 1").0, 1);
+    assert!(approvals(&b, "alice", "show 1").1.contains("#1 pending"));
 
     // The requester never approves their own request.
     let (code, _, err) = approvals(&b, "alice", "approve 1");
@@ -149,8 +178,8 @@ fn exec_waits_for_an_approver_and_separation_of_duties_holds() {
     assert_eq!(code, 1);
     assert!(err.contains("#1 is used, no longer pending"), "{err}");
     std::fs::remove_file(&file).unwrap();
-    let child = held(&b, "alice", &cmd, "again");
-    until_pending(&b, 2);
+    let mut child = held(&b, "alice", &cmd, "again");
+    until_pending(&b, 2, &mut child);
     // A denial by any approver ends it, with the reason.
     let (code, _, err) = approvals(&b, "dave", "deny 2 --reason not during the freeze");
     assert_eq!(code, 0, "{err}");
@@ -167,13 +196,13 @@ fn exec_waits_for_an_approver_and_separation_of_duties_holds() {
     // min_approvals = 2 needs two distinct approvers; the same approver twice does not count.
     let target = dir.join("two");
     std::fs::write(&target, "").unwrap();
-    let child = held(
+    let mut child = held(
         &b,
         "alice",
         &format!("chmod 600 {}", target.display()),
         "audit fix",
     );
-    until_pending(&b, 3);
+    until_pending(&b, 3, &mut child);
     assert_eq!(approvals(&b, "bob", "approve 3").0, 0);
     let (code, _, err) = approvals(&b, "bob", "approve 3");
     assert_eq!(code, 1);
@@ -205,13 +234,13 @@ fn exec_waits_for_an_approver_and_separation_of_duties_holds() {
     assert!(!late.exists());
 
     // A time box: one approval covers alice's commands of that rule until it ends.
-    let child = held(
+    let mut child = held(
         &b,
         "alice",
         &format!("ln -s /etc/hostname {}", dir.join("l1").display()),
         "",
     );
-    until_pending(&b, 5);
+    until_pending(&b, 5, &mut child);
     assert_eq!(approvals(&b, "bob", "approve 5").0, 0);
     assert_eq!(finish(child).0, 0);
     let (code, _, err) = run(b
@@ -221,13 +250,13 @@ fn exec_waits_for_an_approver_and_separation_of_duties_holds() {
     assert!(err.contains("covered by approval #5"), "{err}");
     assert!(dir.join("l2").exists());
     // ... for alice only: bob's own command of that rule asks anew.
-    let child = held(
+    let mut child = held(
         &b,
         "bob",
         &format!("ln -s /etc/hostname {}", dir.join("l3").display()),
         "",
     );
-    until_pending(&b, 6);
+    until_pending(&b, 6, &mut child);
     // bob holds an approver role and still cannot approve his own request.
     let (code, _, err) = approvals(&b, "bob", "approve 6");
     assert_eq!(code, 1);
@@ -348,12 +377,8 @@ fn host(b: &PgBastion, args: &[&str]) -> (i32, String, String) {
         .args(args))
 }
 
-fn pg_until_pending(b: &PgBastion, id: u64) {
-    wait_until(
-        &format!("request #{id} is pending"),
-        Duration::from_secs(20),
-        || host(b, &["list"]).1.contains(&format!("#{id} pending")),
-    );
+fn pg_until_pending(b: &PgBastion, id: u64, client: Option<&mut Child>) {
+    pending(&|| host(b, &["list"]).1, id, client);
 }
 
 /// psql as alice in the background.
@@ -389,11 +414,11 @@ fn psql_and_tokio_postgres_statements_wait_for_approval() {
     let total = || direct(&b, "select total from orders where id = 10");
 
     // psql: a NoticeResponse names the request; nothing reaches the target before approval.
-    let child = psql_held(
+    let mut child = psql_held(
         &b,
         "/* reason: INC-5 refund */ UPDATE orders SET total = 12 WHERE id = 10",
     );
-    pg_until_pending(&b, 1);
+    pg_until_pending(&b, 1, Some(&mut child));
     let (_, shown, _) = host(&b, &["show", "1"]);
     for want in [
         "requester: alice",
@@ -427,8 +452,8 @@ fn psql_and_tokio_postgres_statements_wait_for_approval() {
     assert_eq!(total(), "12");
 
     // Denied: an ErrorResponse with the reason; the statement never ran.
-    let child = psql_held(&b, "UPDATE orders SET total = 99 WHERE id = 10");
-    pg_until_pending(&b, 2);
+    let mut child = psql_held(&b, "UPDATE orders SET total = 99 WHERE id = 10");
+    pg_until_pending(&b, 2, Some(&mut child));
     let (code, _, err) = host(
         &b,
         &["deny", "2", "--as", "rita", "--reason", "wrong order"],
@@ -466,7 +491,7 @@ fn psql_and_tokio_postgres_statements_wait_for_approval() {
         let second = client.execute(&st, &[&30i32]).await;
         Ok::<_, tokio_postgres::Error>((first, second))
     });
-    pg_until_pending(&b, 4);
+    pg_until_pending(&b, 4, None);
     assert_eq!(host(&b, &["approve", "4", "--as", "rita"]).0, 0);
     let (first, second) = b.rt.block_on(prepare).unwrap().unwrap();
     assert_eq!(first, 1);
@@ -492,12 +517,26 @@ fn a_pending_request_survives_a_restart_and_its_approval_runs_the_command_once()
     let dir = b.env.path("victim");
     std::fs::create_dir_all(&dir).unwrap();
     let cmd = format!("touch {}", dir.join("after-restart").display());
-    let child = held(&b, "alice", &cmd, "INC-11");
-    until_pending(&b, 1);
+    let mut child = held(&b, "alice", &cmd, "INC-11");
+    until_pending(&b, 1, &mut child);
+    // A second request with a short timeout, whose session the restart ends too.
+    let mut short = held(
+        &b,
+        "alice",
+        &format!("chown nobody {}", dir.join("never").display()),
+        "",
+    );
+    until_pending(&b, 2, &mut short);
     b.restart();
     let (code, _, err) = finish(child);
     assert_ne!(code, 0, "{err}");
     assert!(err.contains("request #1 stays pending"), "{err}");
+    assert_ne!(finish(short).0, 0);
+    // Nobody waits for #2 any more; it expires all the same, audited.
+    wait_until("#2 expired", Duration::from_secs(20), || {
+        approvals(&b, "bob", "show 2").1.contains("#2 expired")
+    });
+    assert!(b.audit().contains("\"action\":\"approval.expire\""));
     // The restarted bastion still has the request; bob approves it there.
     let (_, list, _) = approvals(&b, "bob", "list");
     assert!(list.contains("#1 pending") && list.contains(&cmd), "{list}");
@@ -509,9 +548,9 @@ fn a_pending_request_survives_a_restart_and_its_approval_runs_the_command_once()
     assert!(dir.join("after-restart").exists());
     std::fs::remove_file(dir.join("after-restart")).unwrap();
     // A replay asks anew.
-    let child = held(&b, "alice", &cmd, "again");
-    until_pending(&b, 2);
-    assert_eq!(approvals(&b, "bob", "deny 2 --reason once is enough").0, 0);
+    let mut child = held(&b, "alice", &cmd, "again");
+    until_pending(&b, 3, &mut child);
+    assert_eq!(approvals(&b, "bob", "deny 3 --reason once is enough").0, 0);
     assert_eq!(finish(child).0, 126);
     assert!(!dir.join("after-restart").exists());
 }
@@ -599,8 +638,8 @@ fn two_instances_share_a_postgres_state_store_and_notify_a_webhook() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("via-b");
     // Raised on instance a ...
-    let child = held(&a, "alice", &format!("touch {}", file.display()), "INC-3");
-    until_pending(&b, 1);
+    let mut child = held(&a, "alice", &format!("touch {}", file.display()), "INC-3");
+    until_pending(&b, 1, &mut child);
     // ... the separation of duties holds on instance b too ...
     let (code, _, err) = approvals(&b, "alice", "approve 1");
     assert_eq!(code, 1);
