@@ -587,6 +587,7 @@ impl Approvals {
                     });
                     self.notify("approval.cancel", &a, None, Some(why.to_string()));
                 }
+                self.changed.notify_waiters();
             }
             Ok(false) => {}
             Err(e) => {

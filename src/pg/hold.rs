@@ -10,6 +10,8 @@
 //! would need its own approval). A time-box grant (rule `grant`) covers the requester's
 //! statements of that rule on that target without asking until it ends.
 //!
+//! A CancelRequest (psql's Ctrl-C) cancels the request the session waits for.
+//!
 //! The requester's justification is a comment at the start of the statement:
 //! `/* reason: INC-42 fix the stuck order */ UPDATE orders ...` (or `-- reason: ...`).
 
@@ -17,7 +19,10 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::wire::backend::{self, Severity};
+use super::wire::{
+    backend::{self, Severity},
+    BackendKey,
+};
 use crate::{
     approval::{Ask, Outcome, Ticket},
     daemon::Gateway,
@@ -34,6 +39,8 @@ pub struct Holder<'a> {
     pub recorder: &'a Recorder,
     pub user: &'a str,
     pub target: &'a str,
+    /// The session's cancel key: a CancelRequest with it cancels the request.
+    pub key: BackendKey,
 }
 
 impl Holder<'_> {
@@ -85,6 +92,7 @@ impl Holder<'_> {
             ),
         )
         .await;
+        gw.pg.set_held(self.key, Some(request.id));
         let outcome = tokio::select! {
             o = gw.approvals.wait(&gw.audit, request.id, &ask) => o,
             // The request stays pending in the store: once approved, the same statement sent
@@ -94,6 +102,7 @@ impl Holder<'_> {
                 request.id
             )),
         };
+        gw.pg.set_held(self.key, None);
         let (by, reason) = match outcome.approval() {
             Some(a) if outcome.approved() => {
                 (Some(a.approved_by().join(", ")), a.decision_reason.clone())

@@ -222,6 +222,7 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         open_batch: false,
         reviewed: None,
         approved_once: HashMap::new(),
+        key: ours,
     };
     let reason = if write.write_all(&hello).await.is_err() {
         "client went away".to_string()
@@ -400,6 +401,8 @@ struct Relay {
     reviewed: Option<(String, Decision)>,
     /// Prepared statements an approval covers for one Bind: name → that Bind happened.
     approved_once: HashMap<String, bool>,
+    /// The BackendKeyData key the client got: its CancelRequest cancels a held statement.
+    key: BackendKey,
 }
 
 impl Relay {
@@ -506,6 +509,7 @@ impl Relay {
             recorder: &self.recorder,
             user: self.audit.user.as_deref().unwrap_or_default(),
             target: &self.target,
+            key: self.key,
         };
         let outcome = holder.hold(text, &d, out).await;
         self.reviewed = Some((text.clone(), outcome));

@@ -505,8 +505,34 @@ fn psql_and_tokio_postgres_statements_wait_for_approval() {
     assert_eq!(code, 1);
     assert!(err.contains("#4 is used"), "{err}");
 
+    // A CancelRequest (psql's Ctrl-C) cancels the request the session waits for.
+    let (client, conn) =
+        b.rt.block_on(tokio_postgres::connect(&conninfo, tokio_postgres::NoTls))
+            .unwrap();
+    b.rt.spawn(conn);
+    let cancel = client.cancel_token();
+    let waiting = b.rt.spawn(async move {
+        client
+            .simple_query("DELETE FROM orders WHERE id = 10")
+            .await
+            .map(|_| ())
+    });
+    pg_until_pending(&b, 5, None);
+    b.rt.block_on(cancel.cancel_query(tokio_postgres::NoTls))
+        .unwrap();
+    let e = b.rt.block_on(waiting).unwrap().unwrap_err();
+    let db = e.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "42501");
+    assert!(
+        db.message()
+            .contains("approval #5 cancelled (cancelled by the client"),
+        "{db:?}"
+    );
+    assert!(host(&b, &["show", "5"]).1.contains("#5 cancelled"));
+    assert_eq!(direct(&b, "select count(*) from orders where id = 10"), "1");
+
     let (_, all, _) = host(&b, &["list", "--all", "--json"]);
-    assert_eq!(all.lines().count(), 4, "{all}");
+    assert_eq!(all.lines().count(), 5, "{all}");
     let audit = std::fs::read_to_string(b.env.path("state/audit.log")).unwrap();
     assert!(audit.contains("\"source\":\"host:uid"), "{audit}");
 }
