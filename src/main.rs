@@ -72,6 +72,10 @@ enum Command {
         filter: FilterOpts,
         #[arg(long)]
         json: bool,
+        /// The sessions running now on every instance that shares the state store
+        /// (`server.state` of --config), instead of the recordings.
+        #[arg(long)]
+        live: bool,
     },
     /// Replay a session in the terminal with its timing (a Postgres session as a query log).
     Play {
@@ -257,7 +261,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Keygen { out } => keygen(&out),
         Command::Passwd => passwd(),
         Command::Check { config } => check(&config),
-        Command::Sessions { read, filter, json } => {
+        Command::Sessions {
+            read, json, live, ..
+        } if live => live_sessions(&read, json).await,
+        Command::Sessions {
+            read, filter, json, ..
+        } => {
             let r = reading(&read, false)?;
             let mut out = std::io::stdout().lock();
             forensics::sessions(&r, &filter.build()?, json, &mut out).await?;
@@ -414,6 +423,40 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => record(&config, user, target, protocol).await,
         Command::Approvals { config, action } => approvals(&config, action).await,
     }
+}
+
+/// `vigil sessions --live`: the session index in the state store.
+async fn live_sessions(read: &ReadOpts, json: bool) -> Result<ExitCode> {
+    let Some(path) = &read.config else {
+        bail!("--live reads the state store named by the config: pass --config FILE");
+    };
+    let config = vigil::config::Config::load(path)?;
+    let engine = vigil::approval::Approvals::open(&config).await?;
+    let mut out = std::io::stdout().lock();
+    for s in engine.live_sessions().await? {
+        let start = humantime::format_rfc3339_seconds(
+            SystemTime::UNIX_EPOCH
+                + Duration::from_millis(u64::try_from(s.started_ms).unwrap_or(0)),
+        )
+        .to_string();
+        if json {
+            let mut v = serde_json::to_value(&s)?;
+            v["start"] = serde_json::Value::String(start);
+            writeln!(out, "{v}")?;
+        } else {
+            writeln!(
+                out,
+                "{}  {:<8} {:<12} {:<12} {start}  {}  from {}",
+                s.id,
+                s.protocol,
+                s.user,
+                s.target,
+                s.instance,
+                s.client.as_deref().unwrap_or("-")
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `vigil approvals`: the operator on the bastion host acts as a named vigil user. Whoever can

@@ -30,7 +30,7 @@ use crate::{
     audit::{Audit, AuditEvent},
     config::Config,
 };
-pub use store::{StateStore, StoreError, VoteError, VoteOutcome};
+pub use store::{LiveSession, StateStore, StoreError, VoteError, VoteOutcome};
 
 /// How long a request waits for its approvers when the rule names no `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -42,6 +42,8 @@ const MAX_COMMAND: usize = 64 << 10;
 const STORE_RETRIES: u32 = 3;
 /// How often a running bastion expires pending requests whose deadline passed.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+/// An instance unseen for this long no longer has live sessions in the index (it crashed).
+pub const LIVE_WINDOW: Duration = Duration::from_secs(30);
 /// The longest justification or decision reason stored.
 const MAX_REASON: usize = 1024;
 
@@ -709,6 +711,7 @@ impl Approvals {
     /// with their audit events and notices. Any instance may do it: only one wins each.
     pub async fn sweep(&self, audit: &Audit) -> Result<usize, ApprovalError> {
         let now = now_ms();
+        self.store.sessions_seen(self.instance.clone(), now).await?;
         let mut expired = 0;
         for a in self.store.list(false, 1000).await? {
             if a.expires_ms <= now
@@ -729,6 +732,47 @@ impl Approvals {
             self.changed.notify_waiters();
         }
         Ok(expired)
+    }
+
+    /// The session index: a session started on this instance. The index is informational (the
+    /// recordings are the record), so a failure is logged and the session goes on.
+    pub async fn session_started(
+        &self,
+        id: &str,
+        protocol: &str,
+        user: &str,
+        target: &str,
+        client: Option<String>,
+    ) {
+        let row = LiveSession {
+            id: id.to_string(),
+            protocol: protocol.to_string(),
+            user: user.to_string(),
+            target: target.to_string(),
+            client,
+            instance: self.instance.clone(),
+            started_ms: now_ms(),
+        };
+        if let Err(e) = self.store.session_started(row).await {
+            tracing::warn!(session = id, error = %e, "cannot add the session to the index");
+        }
+    }
+
+    pub async fn session_ended(&self, id: &str, reason: &str) {
+        if let Err(e) = self
+            .store
+            .session_ended(id.to_string(), reason.to_string(), now_ms())
+            .await
+        {
+            tracing::warn!(session = id, error = %e, "cannot close the session in the index");
+        }
+    }
+
+    /// Sessions running now on any instance that shares the store (one seen within
+    /// [`LIVE_WINDOW`]), newest first.
+    pub async fn live_sessions(&self) -> Result<Vec<LiveSession>, ApprovalError> {
+        let since = now_ms().saturating_sub(i64::try_from(LIVE_WINDOW.as_millis()).unwrap_or(0));
+        Ok(self.store.live_sessions(since).await?)
     }
 
     /// Requests, newest first: pending ones, or `all`.

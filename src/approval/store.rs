@@ -48,6 +48,18 @@ pub enum VoteError {
     OwnRequest(String, u64),
 }
 
+/// One row of the session index: a session that runs (or ran) on some instance.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LiveSession {
+    pub id: String,
+    pub protocol: String,
+    pub user: String,
+    pub target: String,
+    pub client: Option<String>,
+    pub instance: String,
+    pub started_ms: i64,
+}
+
 /// What a vote or a state change did.
 #[derive(Debug)]
 pub enum VoteOutcome {
@@ -83,6 +95,20 @@ pub trait StateStore: Send + Sync {
     /// Uses an approval for one command: a one-shot approval becomes `used` (true once, ever);
     /// a time box answers true until it ends.
     fn consume(&self, id: u64, now_ms: i64) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// The session index: a session started on an instance.
+    fn session_started(&self, s: LiveSession) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// The session ended.
+    fn session_ended(
+        &self,
+        id: String,
+        reason: String,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// The instance is alive: its open sessions were seen now.
+    fn sessions_seen(&self, instance: String, now_ms: i64)
+        -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Sessions not ended whose instance was seen since `since_ms`, newest first.
+    fn live_sessions(&self, since_ms: i64) -> BoxFuture<'_, Result<Vec<LiveSession>, StoreError>>;
     /// Ends a pending request (`Expired` only once its deadline passed, or `Cancelled`); false
     /// when it was no longer pending.
     fn close_pending(
@@ -267,6 +293,15 @@ const FIND_OPEN: &str = "WHERE requester = ?1 AND target = ?2 AND rule = ?3 AND 
     OR (state = 'pending' AND command = ?4 AND expires_ms > ?5)) \
     ORDER BY CASE state WHEN 'approved' THEN 0 ELSE 1 END, id LIMIT 1";
 
+const SESSION_START: &str = "INSERT INTO vigil_sessions (id, protocol, user_name, target, client, \
+    instance, started_ms, seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)";
+const SESSION_END: &str =
+    "UPDATE vigil_sessions SET ended_ms = ?3, end_reason = ?2 WHERE id = ?1 AND ended_ms IS NULL";
+const SESSIONS_SEEN: &str =
+    "UPDATE vigil_sessions SET seen_ms = ?2 WHERE instance = ?1 AND ended_ms IS NULL";
+const LIVE_SESSIONS: &str = "SELECT id, protocol, user_name, target, client, instance, started_ms \
+    FROM vigil_sessions WHERE ended_ms IS NULL AND seen_ms >= ?1 ORDER BY started_ms DESC LIMIT 1000";
+
 /// A statement in PostgreSQL's `$N` placeholders.
 fn pg_sql(sql: &str) -> String {
     (1..=13).rev().fold(sql.to_string(), |s, n| {
@@ -307,6 +342,18 @@ CREATE TABLE IF NOT EXISTS vigil_approvals (
     decision_reason TEXT
 );
 CREATE INDEX IF NOT EXISTS vigil_approvals_open ON vigil_approvals (requester, target, rule, state);
+CREATE TABLE IF NOT EXISTS vigil_sessions (
+    id TEXT PRIMARY KEY,
+    protocol TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    target TEXT NOT NULL,
+    client TEXT,
+    instance TEXT NOT NULL,
+    started_ms INTEGER NOT NULL,
+    seen_ms INTEGER NOT NULL,
+    ended_ms INTEGER,
+    end_reason TEXT
+);
 CREATE TABLE IF NOT EXISTS vigil_approval_votes (
     approval INTEGER NOT NULL REFERENCES vigil_approvals (id),
     approver TEXT NOT NULL,
@@ -550,6 +597,65 @@ impl StateStore for SqliteStore {
         })
     }
 
+    fn session_started(&self, s: LiveSession) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.with(move |c| {
+            c.execute(
+                SESSION_START,
+                rusqlite::params![
+                    s.id,
+                    s.protocol,
+                    s.user,
+                    s.target,
+                    s.client,
+                    s.instance,
+                    s.started_ms
+                ],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn session_ended(
+        &self,
+        id: String,
+        reason: String,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.with(move |c| {
+            c.execute(SESSION_END, rusqlite::params![id, reason, now_ms])
+                .map(|_| ())
+        })
+    }
+
+    fn sessions_seen(
+        &self,
+        instance: String,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.with(move |c| {
+            c.execute(SESSIONS_SEEN, rusqlite::params![instance, now_ms])
+                .map(|_| ())
+        })
+    }
+
+    fn live_sessions(&self, since_ms: i64) -> BoxFuture<'_, Result<Vec<LiveSession>, StoreError>> {
+        self.with(move |c| {
+            let mut st = c.prepare(LIVE_SESSIONS)?;
+            let rows = st.query_map([since_ms], |r| {
+                Ok(LiveSession {
+                    id: r.get(0)?,
+                    protocol: r.get(1)?,
+                    user: r.get(2)?,
+                    target: r.get(3)?,
+                    client: r.get(4)?,
+                    instance: r.get(5)?,
+                    started_ms: r.get(6)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
     fn close_pending(
         &self,
         id: u64,
@@ -592,6 +698,18 @@ CREATE TABLE IF NOT EXISTS vigil_approvals (
     decision_reason TEXT
 );
 CREATE INDEX IF NOT EXISTS vigil_approvals_open ON vigil_approvals (requester, target, rule, state);
+CREATE TABLE IF NOT EXISTS vigil_sessions (
+    id TEXT PRIMARY KEY,
+    protocol TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    target TEXT NOT NULL,
+    client TEXT,
+    instance TEXT NOT NULL,
+    started_ms BIGINT NOT NULL,
+    seen_ms BIGINT NOT NULL,
+    ended_ms BIGINT,
+    end_reason TEXT
+);
 CREATE TABLE IF NOT EXISTS vigil_approval_votes (
     approval BIGINT NOT NULL REFERENCES vigil_approvals (id),
     approver TEXT NOT NULL,
@@ -837,6 +955,79 @@ impl StateStore for PgStore {
         })
     }
 
+    fn session_started(&self, s: LiveSession) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let guard = self.client().await?;
+            let c = guard.as_ref().ok_or_else(gone)?;
+            c.execute(
+                &pg_sql(SESSION_START),
+                &[
+                    &s.id,
+                    &s.protocol,
+                    &s.user,
+                    &s.target,
+                    &s.client,
+                    &s.instance,
+                    &s.started_ms,
+                ],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn session_ended(
+        &self,
+        id: String,
+        reason: String,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let guard = self.client().await?;
+            let c = guard.as_ref().ok_or_else(gone)?;
+            c.execute(&pg_sql(SESSION_END), &[&id, &reason, &now_ms])
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn sessions_seen(
+        &self,
+        instance: String,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let guard = self.client().await?;
+            let c = guard.as_ref().ok_or_else(gone)?;
+            c.execute(&pg_sql(SESSIONS_SEEN), &[&instance, &now_ms])
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn live_sessions(&self, since_ms: i64) -> BoxFuture<'_, Result<Vec<LiveSession>, StoreError>> {
+        Box::pin(async move {
+            let guard = self.client().await?;
+            let c = guard.as_ref().ok_or_else(gone)?;
+            c.query(&pg_sql(LIVE_SESSIONS), &[&since_ms])
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok(LiveSession {
+                        id: r.try_get(0)?,
+                        protocol: r.try_get(1)?,
+                        user: r.try_get(2)?,
+                        target: r.try_get(3)?,
+                        client: r.try_get(4)?,
+                        instance: r.try_get(5)?,
+                        started_ms: r.try_get(6)?,
+                    })
+                })
+                .collect::<Result<_, tokio_postgres::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+
     fn close_pending(
         &self,
         id: u64,
@@ -946,6 +1137,28 @@ mod tests {
             .close_pending(c.id, State::Cancelled, "t".into(), 11_000)
             .await
             .unwrap());
+        // The session index: live while open and seen recently.
+        let live = |id: &str| LiveSession {
+            id: id.into(),
+            protocol: "ssh".into(),
+            user: "alice".into(),
+            target: "web1".into(),
+            client: None,
+            instance: "i".into(),
+            started_ms: 1_000,
+        };
+        s.session_started(live("s1")).await.unwrap();
+        s.session_started(live("s2")).await.unwrap();
+        s.session_ended("s2".into(), "done".into(), 2_000)
+            .await
+            .unwrap();
+        assert_eq!(s.live_sessions(500).await.unwrap(), vec![live("s1")]);
+        assert!(
+            s.live_sessions(5_000).await.unwrap().is_empty(),
+            "an unseen instance is live"
+        );
+        s.sessions_seen("i".into(), 6_000).await.unwrap();
+        assert_eq!(s.live_sessions(5_000).await.unwrap().len(), 1);
         // Reopening keeps everything; ids are never reused.
         drop(s);
         let s = SqliteStore::open(&dir.path().join("state/vigil.db")).unwrap();

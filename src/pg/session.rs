@@ -224,6 +224,11 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         approved_once: HashMap::new(),
         key: ours,
     };
+    let id = relay.recorder.session_id().to_string();
+    let index =
+        gw.approvals
+            .session_started(&id, "postgres", &user, &target.name, Some(peer.to_string()));
+    index.await;
     let reason = if write.write_all(&hello).await.is_err() {
         "client went away".to_string()
     } else {
@@ -243,6 +248,7 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         detail: Some(reason.clone()),
         ..session_audit
     });
+    gw.approvals.session_ended(&id, &reason).await;
     let _ = relay.recorder.close(&reason).await;
 }
 

@@ -355,6 +355,15 @@ pub async fn run(
         command: Some(mode.describe()),
         ..AuditEvent::new("session.start")
     });
+    gw.approvals
+        .session_started(
+            recorder.session_id(),
+            "ssh",
+            &conn.login.user,
+            &target_name,
+            conn.peer.map(|p| p.to_string()),
+        )
+        .await;
     let mut session = Session {
         gw: gw.clone(),
         conn: conn.clone(),
@@ -1291,6 +1300,10 @@ impl Session {
             detail: Some(reason.to_string()),
             ..self.audit_event("session.end")
         };
+        self.gw
+            .approvals
+            .session_ended(self.recorder.session_id(), reason)
+            .await;
         if let Err(e) = self.recorder.close(reason).await {
             tracing::error!(session = ?event.session, error = %e, "closing the recording failed");
         }

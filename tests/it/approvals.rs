@@ -430,6 +430,21 @@ fn psql_and_tokio_postgres_statements_wait_for_approval() {
         assert!(shown.contains(want), "`{want}` missing from {shown}");
     }
     assert_eq!(total(), "9.5");
+    // The session index in the state store shows the waiting session.
+    let (code, live, err) = run(crate::harness::vigil()
+        .args(["sessions", "--live", "--json", "--config"])
+        .arg(b.env.path("vigil.toml")));
+    assert_eq!(code, 0, "{err}");
+    let live: Vec<serde_json::Value> = live
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(
+        (live[0]["user"].as_str(), live[0]["protocol"].as_str()),
+        (Some("alice"), Some("postgres"))
+    );
+    assert!(live[0]["start"].is_string());
     // On the host too: no self-approval, and an approver must hold the rule's role.
     let (code, _, err) = host(&b, &["approve", "1", "--as", "alice"]);
     assert_eq!(code, 1);
@@ -533,6 +548,14 @@ fn psql_and_tokio_postgres_statements_wait_for_approval() {
 
     let (_, all, _) = host(&b, &["list", "--all", "--json"]);
     assert_eq!(all.lines().count(), 5, "{all}");
+    // Every session ended: none is live any more.
+    wait_until("no live sessions", Duration::from_secs(20), || {
+        run(crate::harness::vigil()
+            .args(["sessions", "--live", "--config"])
+            .arg(b.env.path("vigil.toml")))
+        .1
+        .is_empty()
+    });
     let audit = std::fs::read_to_string(b.env.path("state/audit.log")).unwrap();
     assert!(audit.contains("\"source\":\"host:uid"), "{audit}");
 }
