@@ -216,6 +216,21 @@ macro_rules! raw_row {
     };
 }
 
+/// Reads a [`LiveSession`] (the columns of `LIVE_SESSIONS`) with the backend's getter.
+macro_rules! live_row {
+    ($r:expr, $get:ident) => {
+        Ok(LiveSession {
+            id: $r.$get(0)?,
+            protocol: $r.$get(1)?,
+            user: $r.$get(2)?,
+            target: $r.$get(3)?,
+            client: $r.$get(4)?,
+            instance: $r.$get(5)?,
+            started_ms: $r.$get(6)?,
+        })
+    };
+}
+
 /// One row's columns, as both backends read them.
 struct RawRow {
     id: i64,
@@ -641,17 +656,7 @@ impl StateStore for SqliteStore {
     fn live_sessions(&self, since_ms: i64) -> BoxFuture<'_, Result<Vec<LiveSession>, StoreError>> {
         self.with(move |c| {
             let mut st = c.prepare(LIVE_SESSIONS)?;
-            let rows = st.query_map([since_ms], |r| {
-                Ok(LiveSession {
-                    id: r.get(0)?,
-                    protocol: r.get(1)?,
-                    user: r.get(2)?,
-                    target: r.get(3)?,
-                    client: r.get(4)?,
-                    instance: r.get(5)?,
-                    started_ms: r.get(6)?,
-                })
-            })?;
+            let rows = st.query_map([since_ms], |r| live_row!(r, get))?;
             rows.collect()
         })
     }
@@ -1012,17 +1017,7 @@ impl StateStore for PgStore {
             c.query(&pg_sql(LIVE_SESSIONS), &[&since_ms])
                 .await?
                 .iter()
-                .map(|r| {
-                    Ok(LiveSession {
-                        id: r.try_get(0)?,
-                        protocol: r.try_get(1)?,
-                        user: r.try_get(2)?,
-                        target: r.try_get(3)?,
-                        client: r.try_get(4)?,
-                        instance: r.try_get(5)?,
-                        started_ms: r.try_get(6)?,
-                    })
-                })
+                .map(|r| live_row!(r, try_get))
                 .collect::<Result<_, tokio_postgres::Error>>()
                 .map_err(StoreError::from)
         })
