@@ -248,8 +248,8 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         detail: Some(reason.clone()),
         ..session_audit
     });
-    gw.approvals.session_ended(&id, &reason).await;
     let _ = relay.recorder.close(&reason).await;
+    gw.approvals.session_ended(&id, &reason).await;
 }
 
 fn random_key() -> BackendKey {

@@ -1300,13 +1300,12 @@ impl Session {
             detail: Some(reason.to_string()),
             ..self.audit_event("session.end")
         };
-        self.gw
-            .approvals
-            .session_ended(self.recorder.session_id(), reason)
-            .await;
+        let id = self.recorder.session_id().to_string();
         if let Err(e) = self.recorder.close(reason).await {
             tracing::error!(session = ?event.session, error = %e, "closing the recording failed");
         }
+        // After the recording: the index is informational and must not delay sealing.
+        self.gw.approvals.session_ended(&id, reason).await;
         self.gw.audit.record(event);
     }
 }
