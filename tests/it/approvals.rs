@@ -349,15 +349,26 @@ const PG_RULES: &str = r#"
 [[user]]
 name = "rita"
 roles = ["reviewer"]
+[[user]]
+name = "ravi"
+roles = ["reviewer"]
 [[role]]
 name = "reviewer"
 targets = ["appdb"]
 [[rule]]
 name = "writes-need-review"
 targets = ["appdb"]
-sql = ["UPDATE", "DELETE"]
+sql = ["UPDATE"]
 action = "review"
 approvers = ["reviewer"]
+timeout = "30s"
+[[rule]]
+name = "deletes-need-two"
+targets = ["appdb"]
+sql = ["DELETE"]
+action = "review"
+approvers = ["reviewer"]
+min_approvals = 2
 timeout = "30s"
 [[rule]]
 name = "inserts-time-out"
@@ -546,8 +557,27 @@ fn psql_and_tokio_postgres_statements_wait_for_approval() {
     assert!(host(&b, &["show", "5"]).1.contains("#5 cancelled"));
     assert_eq!(direct(&b, "select count(*) from orders where id = 10"), "1");
 
+    // min_approvals = 2: the same approver twice does not count; a second one does.
+    let mut child = psql_held(&b, "DELETE FROM orders WHERE id = 10");
+    pg_until_pending(&b, 6, Some(&mut child));
+    assert_eq!(host(&b, &["approve", "6", "--as", "rita"]).0, 0);
+    let (code, _, err) = host(&b, &["approve", "6", "--as", "rita"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("rita already decided on #6"), "{err}");
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(host(&b, &["show", "6"])
+        .1
+        .contains("#6 pending, 1 approval(s) of 2"));
+    assert_eq!(direct(&b, "select count(*) from orders where id = 10"), "1");
+    let (code, out, err) = host(&b, &["approve", "6", "--as", "ravi"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("now approved"), "{out}");
+    let (code, _, err) = finish(child);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(direct(&b, "select count(*) from orders where id = 10"), "0");
+
     let (_, all, _) = host(&b, &["list", "--all", "--json"]);
-    assert_eq!(all.lines().count(), 5, "{all}");
+    assert_eq!(all.lines().count(), 6, "{all}");
     // Every session ended: none is live any more.
     wait_until("no live sessions", Duration::from_secs(20), || {
         run(crate::harness::vigil()
