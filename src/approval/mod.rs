@@ -12,7 +12,8 @@
 //!
 //! Instances learn of decisions by polling the store (every `approvals.poll_interval`), so a
 //! vote cast on any instance sharing the store, or by `vigil approvals` on the host, reaches the
-//! waiting session; votes cast on the same instance wake it at once.
+//! waiting session; votes cast on the same instance wake it at once, and with a PostgreSQL store
+//! so do votes cast anywhere (LISTEN/NOTIFY; polling stays as the fallback).
 
 pub mod command;
 pub mod store;
@@ -541,8 +542,18 @@ impl Approvals {
                 State::Pending => {
                     let left =
                         Duration::from_millis(u64::try_from(a.expires_ms - now).unwrap_or(0));
-                    let _ =
-                        tokio::time::timeout(self.poll.min(left), self.changed.notified()).await;
+                    let remote = self.store.changed();
+                    let elsewhere = async {
+                        match &remote {
+                            Some(n) => n.notified().await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        _ = self.changed.notified() => {}
+                        _ = elsewhere => {}
+                        _ = tokio::time::sleep(self.poll.min(left)) => {}
+                    }
                 }
                 State::Approved => {
                     return match self.store.consume(id, now).await {

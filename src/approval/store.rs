@@ -118,6 +118,11 @@ pub trait StateStore: Send + Sync {
         reason: String,
         now_ms: i64,
     ) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// Woken when another process changed a request (PostgreSQL LISTEN/NOTIFY), if the store
+    /// can tell; waiters poll the store anyway.
+    fn changed(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
 }
 
 /// Opens the store that `server.state` names: a `postgres://` (or `postgresql://`) URL, or a
@@ -725,12 +730,17 @@ CREATE TABLE IF NOT EXISTS vigil_approval_votes (
 );
 ";
 
+/// The channel on which instances announce request changes (`NOTIFY`), so that a held command
+/// on another instance learns of its approval at once rather than at its next poll.
+const CHANNEL: &str = "vigil_approvals";
+
 /// A PostgreSQL database shared by several vigil instances. One connection, reopened after it
 /// fails; operations are short transactions. TLS to the state database is not supported yet:
 /// reach it over a local socket or a trusted network.
 pub struct PgStore {
     url: String,
     client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl PgStore {
@@ -738,6 +748,7 @@ impl PgStore {
         let store = PgStore {
             url: url.to_string(),
             client: tokio::sync::Mutex::new(None),
+            changed: Arc::new(tokio::sync::Notify::new()),
         };
         let mut guard = store.client.lock().await;
         let client = store.connect().await?;
@@ -752,14 +763,27 @@ impl PgStore {
         Ok(store)
     }
 
+    /// Connects and LISTENs: notifications wake the waiters of this process.
     async fn connect(&self) -> Result<tokio_postgres::Client, StoreError> {
-        let (client, connection) =
+        use futures::StreamExt;
+        let (client, mut connection) =
             tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await?;
+        let changed = self.changed.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(error = %e, "state store connection ended");
+            // Polling for messages also drives the connection.
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(m) = messages.next().await {
+                match m {
+                    Ok(tokio_postgres::AsyncMessage::Notification(_)) => changed.notify_waiters(),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "state store connection ended");
+                        return;
+                    }
+                }
             }
         });
+        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
         Ok(client)
     }
 
@@ -935,6 +959,8 @@ impl StateStore for PgStore {
             )
             .await?;
             let after = pg_select(&tx, "WHERE id = $1", &[&id_i64(id)]).await?.pop();
+            // Delivered to the listening instances when the transaction commits.
+            tx.batch_execute(&format!("NOTIFY {CHANNEL}")).await?;
             tx.commit().await?;
             Ok(match after {
                 Some(a) => VoteOutcome::Counted(Box::new(a)),
@@ -1039,8 +1065,15 @@ impl StateStore for PgStore {
                     &[&id_i64(id), &to.as_str(), &now_ms, &reason],
                 )
                 .await?;
+            if n == 1 {
+                c.batch_execute(&format!("NOTIFY {CHANNEL}")).await?;
+            }
             Ok(n == 1)
         })
+    }
+
+    fn changed(&self) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.changed.clone())
     }
 }
 

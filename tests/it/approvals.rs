@@ -708,7 +708,7 @@ fn two_instances_share_a_postgres_state_store_and_notify_a_webhook() {
     let hook = Receiver::start();
     let server = format!("state = \"{url}\"");
     let rules = format!(
-        "{RULES}\n[approvals]\nwebhook = \"http://127.0.0.1:{}/vigil\"\npoll_interval = \"200ms\"\n",
+        "{RULES}\n[approvals]\nwebhook = \"http://127.0.0.1:{}/vigil\"\npoll_interval = \"60s\"\n",
         hook.port
     );
     let a = Bastion::start_full(&server, &rules);
@@ -723,11 +723,18 @@ fn two_instances_share_a_postgres_state_store_and_notify_a_webhook() {
     let (code, _, err) = approvals(&b, "alice", "approve 1");
     assert_eq!(code, 1);
     assert!(err.contains("can never approve"), "{err}");
-    // ... approved through instance b; the held command runs on a.
+    // ... approved through instance b; the held command runs on a, at once: a hears of it
+    // through LISTEN/NOTIFY (its poll interval here is a minute).
     let (code, _, err) = approvals(&b, "bob", "approve 1 --reason fine");
     assert_eq!(code, 0, "{err}");
+    let approved = std::time::Instant::now();
     let (code, _, err) = finish(child);
     assert_eq!(code, 0, "{err}");
+    assert!(
+        approved.elapsed() < Duration::from_secs(15),
+        "a learned of the approval only after {:?}",
+        approved.elapsed()
+    );
     assert!(file.exists());
     // Both instances see the used approval; neither takes it again.
     for bastion in [&a, &b] {
