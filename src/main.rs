@@ -462,7 +462,7 @@ async fn live_sessions(read: &ReadOpts, json: bool) -> Result<ExitCode> {
 /// `vigil approvals`: the operator on the bastion host acts as a named vigil user. Whoever can
 /// run this can read the config and the state store, so the host is trusted as much as the
 /// store; what this adds is that the identity acting is named, checked and audited like an
-/// approver over SSH (`source` = `host:UNIX_USER`).
+/// approver over SSH (`source` = `host:uid N (USER)`), through the store's audit outbox.
 async fn approvals(path: &std::path::Path, action: ApprovalsCmd) -> Result<ExitCode> {
     use vigil::approval::{now_ms, Approvals};
     let config = vigil::config::Config::load(path)?;
@@ -502,9 +502,9 @@ async fn approvals(path: &std::path::Path, action: ApprovalsCmd) -> Result<ExitC
             reason,
         } => (as_user, id, false, Some(reason)),
     };
-    let audit_path = config.audit_log();
-    let audit = vigil::audit::Audit::open(&audit_path)
-        .map_err(|e| anyhow::anyhow!("audit log {}: {e}", audit_path.display()))?;
+    // The running bastion owns the audit log: these events go to the store's outbox, and a
+    // running instance records them within seconds.
+    let audit = vigil::approval::Deferred::default();
     let unix_user = match std::env::var("USER") {
         Ok(u) => format!("uid {} ({u})", process_uid()),
         Err(_) => format!("uid {}", process_uid()),
@@ -520,6 +520,7 @@ async fn approvals(path: &std::path::Path, action: ApprovalsCmd) -> Result<ExitC
             Some(format!("host:{unix_user}")),
         )
         .await;
+    engine.defer_audit(audit.take()).await?;
     engine.drain(Duration::from_secs(10)).await;
     let a = result?;
     println!(

@@ -33,6 +33,40 @@ use crate::{
 };
 pub use store::{LiveSession, StateStore, StoreError, VoteError, VoteOutcome};
 
+/// Where the engine's audit events go: the bastion's audit log, or (for `vigil approvals` on the
+/// host, which must not write the log a running bastion owns) a [`Deferred`] list that goes to
+/// the store's outbox, from which a running instance records it.
+pub trait AuditSink: Send + Sync {
+    fn record(&self, event: AuditEvent);
+}
+
+impl AuditSink for Audit {
+    fn record(&self, event: AuditEvent) {
+        Audit::record(self, event)
+    }
+}
+
+/// Audit events kept for the outbox.
+#[derive(Default)]
+pub struct Deferred(std::sync::Mutex<Vec<AuditEvent>>);
+
+impl AuditSink for Deferred {
+    fn record(&self, event: AuditEvent) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(event);
+        }
+    }
+}
+
+impl Deferred {
+    pub fn take(&self) -> Vec<AuditEvent> {
+        self.0
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+    }
+}
+
 /// How long a request waits for its approvers when the rule names no `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// How often a waiting session re-reads its request when no poll interval is configured.
@@ -441,7 +475,7 @@ impl Approvals {
     pub async fn request(
         &self,
         config: &Config,
-        audit: &Audit,
+        audit: &dyn AuditSink,
         ask: Ask,
     ) -> Result<Ticket, ApprovalError> {
         let rule = RuleSettings::of(config, &ask.rule)
@@ -504,7 +538,7 @@ impl Approvals {
 
     /// Waits for the outcome of request `id` and, when it is approved, consumes the approval for
     /// this one command. Cancel by dropping the future and calling [`Approvals::cancel`].
-    pub async fn wait(&self, audit: &Audit, id: u64, ask: &Ask) -> Outcome {
+    pub async fn wait(&self, audit: &dyn AuditSink, id: u64, ask: &Ask) -> Outcome {
         let mut failures = 0u32;
         loop {
             let a = match self.store.get(id).await {
@@ -586,7 +620,7 @@ impl Approvals {
     }
 
     /// The requester gave up waiting (Ctrl-C, disconnect): a pending request is cancelled.
-    pub async fn cancel(&self, audit: &Audit, id: u64, why: &str) {
+    pub async fn cancel(&self, audit: &dyn AuditSink, id: u64, why: &str) {
         let cancelled = self
             .store
             .close_pending(id, State::Cancelled, why.to_string(), now_ms())
@@ -616,7 +650,7 @@ impl Approvals {
     pub async fn decide(
         &self,
         config: &Config,
-        audit: &Audit,
+        audit: &dyn AuditSink,
         approver: &str,
         id: u64,
         approve: bool,
@@ -720,7 +754,7 @@ impl Approvals {
 
     /// Expires pending requests whose deadline passed (also those nobody waits for any more),
     /// with their audit events and notices. Any instance may do it: only one wins each.
-    pub async fn sweep(&self, audit: &Audit) -> Result<usize, ApprovalError> {
+    pub async fn sweep(&self, audit: &dyn AuditSink) -> Result<usize, ApprovalError> {
         let now = now_ms();
         self.store.sessions_seen(self.instance.clone(), now).await?;
         let mut expired = 0;
@@ -786,6 +820,31 @@ impl Approvals {
         Ok(self.store.live_sessions(since).await?)
     }
 
+    /// Puts audit events in the store's outbox, for a running instance to record in its log.
+    pub async fn defer_audit(&self, events: Vec<AuditEvent>) -> Result<(), ApprovalError> {
+        let json = events
+            .iter()
+            .filter_map(|e| serde_json::to_string(e).ok())
+            .collect();
+        Ok(self.store.outbox_push(json, now_ms()).await?)
+    }
+
+    /// Records the outbox's audit events (from `vigil approvals` on the host) in this
+    /// instance's log, each once.
+    pub async fn drain_outbox(&self, audit: &dyn AuditSink) -> Result<usize, ApprovalError> {
+        let events = self.store.outbox_take(100).await?;
+        let n = events.len();
+        for text in events {
+            match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(v) => audit.record(event_from_json(&v)),
+                Err(e) => {
+                    tracing::error!(error = %e, "an audit event in the outbox does not parse")
+                }
+            }
+        }
+        Ok(n)
+    }
+
     /// Requests, newest first: pending ones, or `all`.
     pub async fn list(&self, all: bool) -> Result<Vec<Approval>, ApprovalError> {
         Ok(self.store.list(all, 200).await?)
@@ -795,7 +854,7 @@ impl Approvals {
         Ok(self.store.get(id).await?)
     }
 
-    fn use_event(&self, audit: &Audit, a: &Approval, ask: &Ask, command: &str) {
+    fn use_event(&self, audit: &dyn AuditSink, a: &Approval, ask: &Ask, command: &str) {
         audit.record(AuditEvent {
             user: Some(ask.user.clone()),
             session: ask.session.clone(),
@@ -820,6 +879,25 @@ impl Approvals {
                 approval: a.clone(),
             });
         }
+    }
+}
+
+/// An audit event as `serde_json` wrote it for the outbox.
+fn event_from_json(v: &serde_json::Value) -> AuditEvent {
+    let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    AuditEvent {
+        user: text("user"),
+        source: text("source"),
+        target: text("target"),
+        session: text("session"),
+        protocol: text("protocol"),
+        command: text("command"),
+        rule: text("rule"),
+        detail: text("detail"),
+        approval: v.get("approval").and_then(|x| x.as_u64()),
+        requester: text("requester"),
+        reason: text("reason"),
+        ..AuditEvent::new(&text("action").unwrap_or_else(|| "approval.unknown".into()))
     }
 }
 
@@ -921,6 +999,22 @@ mod tests {
         a.grant_secs = 1800;
         let a = store::apply_vote(&a, &vote("bob", true, 5_000), 5_000).unwrap();
         assert_eq!(a.valid_until_ms, Some(5_000 + 1_800_000));
+    }
+
+    #[test]
+    fn outbox_events_round_trip() {
+        let e = AuditEvent {
+            user: Some("bob".into()),
+            source: Some("host:uid 0".into()),
+            approval: Some(42),
+            reason: Some("ok".into()),
+            ..AuditEvent::new("approval.approve")
+        };
+        let back = event_from_json(&serde_json::to_value(&e).unwrap());
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(&e).unwrap()
+        );
     }
 
     #[test]

@@ -118,6 +118,14 @@ pub trait StateStore: Send + Sync {
         reason: String,
         now_ms: i64,
     ) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// Audit events written by a process that does not own the audit log (JSON lines).
+    fn outbox_push(
+        &self,
+        events: Vec<String>,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Takes up to `limit` outbox events, oldest first; each is taken once.
+    fn outbox_take(&self, limit: u32) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
     /// Woken when another process changed a request (PostgreSQL LISTEN/NOTIFY), if the store
     /// can tell; waiters poll the store anyway.
     fn changed(&self) -> Option<Arc<tokio::sync::Notify>> {
@@ -322,6 +330,8 @@ const SESSIONS_SEEN: &str =
 const LIVE_SESSIONS: &str = "SELECT id, protocol, user_name, target, client, instance, started_ms \
     FROM vigil_sessions WHERE ended_ms IS NULL AND seen_ms >= ?1 ORDER BY started_ms DESC LIMIT 1000";
 
+const OUTBOX_PUSH: &str = "INSERT INTO vigil_audit_outbox (event, created_ms) VALUES (?1, ?2)";
+
 /// A statement in PostgreSQL's `$N` placeholders.
 fn pg_sql(sql: &str) -> String {
     (1..=13).rev().fold(sql.to_string(), |s, n| {
@@ -362,6 +372,11 @@ CREATE TABLE IF NOT EXISTS vigil_approvals (
     decision_reason TEXT
 );
 CREATE INDEX IF NOT EXISTS vigil_approvals_open ON vigil_approvals (requester, target, rule, state);
+CREATE TABLE IF NOT EXISTS vigil_audit_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS vigil_sessions (
     id TEXT PRIMARY KEY,
     protocol TEXT NOT NULL,
@@ -666,6 +681,37 @@ impl StateStore for SqliteStore {
         })
     }
 
+    fn outbox_push(
+        &self,
+        events: Vec<String>,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            for e in &events {
+                tx.execute(OUTBOX_PUSH, rusqlite::params![e, now_ms])?;
+            }
+            tx.commit()
+        })
+    }
+
+    fn outbox_take(&self, limit: u32) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let rows: Vec<(i64, String)> = {
+                let mut st =
+                    tx.prepare("SELECT id, event FROM vigil_audit_outbox ORDER BY id LIMIT ?1")?;
+                let rows = st.query_map([i64::from(limit)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            if let Some((last, _)) = rows.last() {
+                tx.execute("DELETE FROM vigil_audit_outbox WHERE id <= ?1", [last])?;
+            }
+            tx.commit()?;
+            Ok(rows.into_iter().map(|(_, e)| e).collect())
+        })
+    }
+
     fn close_pending(
         &self,
         id: u64,
@@ -708,6 +754,11 @@ CREATE TABLE IF NOT EXISTS vigil_approvals (
     decision_reason TEXT
 );
 CREATE INDEX IF NOT EXISTS vigil_approvals_open ON vigil_approvals (requester, target, rule, state);
+CREATE TABLE IF NOT EXISTS vigil_audit_outbox (
+    id BIGSERIAL PRIMARY KEY,
+    event TEXT NOT NULL,
+    created_ms BIGINT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS vigil_sessions (
     id TEXT PRIMARY KEY,
     protocol TEXT NOT NULL,
@@ -1049,6 +1100,44 @@ impl StateStore for PgStore {
         })
     }
 
+    fn outbox_push(
+        &self,
+        events: Vec<String>,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut guard = self.client().await?;
+            let c = guard.as_mut().ok_or_else(gone)?;
+            let tx = c.transaction().await?;
+            for e in &events {
+                tx.execute(&pg_sql(OUTBOX_PUSH), &[e, &now_ms]).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn outbox_take(&self, limit: u32) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            let guard = self.client().await?;
+            let c = guard.as_ref().ok_or_else(gone)?;
+            // Several instances drain at once: each row goes to one of them.
+            let rows = c
+                .query(
+                    "DELETE FROM vigil_audit_outbox WHERE id IN (SELECT id FROM vigil_audit_outbox \
+                     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING id, event",
+                    &[&i64::from(limit)],
+                )
+                .await?;
+            let mut taken = rows
+                .iter()
+                .map(|r| Ok((r.try_get::<_, i64>(0)?, r.try_get::<_, String>(1)?)))
+                .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+            taken.sort();
+            Ok(taken.into_iter().map(|(_, e)| e).collect())
+        })
+    }
+
     fn close_pending(
         &self,
         id: u64,
@@ -1187,6 +1276,14 @@ mod tests {
         );
         s.sessions_seen("i".into(), 6_000).await.unwrap();
         assert_eq!(s.live_sessions(5_000).await.unwrap().len(), 1);
+        // The audit outbox hands each event out once, in order.
+        s.outbox_push(vec!["a".into(), "b".into()], 1)
+            .await
+            .unwrap();
+        s.outbox_push(vec!["c".into()], 2).await.unwrap();
+        assert_eq!(s.outbox_take(2).await.unwrap(), ["a", "b"]);
+        assert_eq!(s.outbox_take(10).await.unwrap(), ["c"]);
+        assert!(s.outbox_take(10).await.unwrap().is_empty());
         // Reopening keeps everything; ids are never reused.
         drop(s);
         let s = SqliteStore::open(&dir.path().join("state/vigil.db")).unwrap();

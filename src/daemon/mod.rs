@@ -154,7 +154,8 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         detail: Some("started".into()),
         ..AuditEvent::new("config.load")
     });
-    // Pending requests past their deadline expire even when no session waits for them.
+    // Pending requests past their deadline expire even when no session waits for them; the
+    // audit outbox is drained.
     let sweeper = gateway.clone();
     gateway.tracker.spawn(async move {
         loop {
@@ -164,6 +165,11 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
             }
             if let Err(e) = sweeper.approvals.sweep(&sweeper.audit).await {
                 tracing::warn!(error = %e, "expiring approval requests failed");
+            }
+            // Decisions made with `vigil approvals` on the host, audited here: only the
+            // bastion writes its audit log.
+            if let Err(e) = sweeper.approvals.drain_outbox(&sweeper.audit).await {
+                tracing::warn!(error = %e, "recording the audit outbox failed");
             }
         }
     });

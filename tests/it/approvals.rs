@@ -586,8 +586,18 @@ fn psql_and_tokio_postgres_statements_wait_for_approval() {
         .1
         .is_empty()
     });
-    let audit = std::fs::read_to_string(b.env.path("state/audit.log")).unwrap();
-    assert!(audit.contains("\"source\":\"host:uid"), "{audit}");
+    // Host-side decisions reach the bastion's audit log through the store's outbox.
+    let audit = || std::fs::read_to_string(b.env.path("state/audit.log")).unwrap();
+    wait_until(
+        "host decisions are audited",
+        Duration::from_secs(20),
+        || {
+            let log = audit();
+            log.contains("\"source\":\"host:uid")
+                && log.contains("\"action\":\"approval.refused\"")
+                && log.contains("\"action\":\"approval.deny\"")
+        },
+    );
 }
 
 #[test]
@@ -742,6 +752,42 @@ fn two_instances_share_a_postgres_state_store_and_notify_a_webhook() {
         assert_eq!(code, 1);
         assert!(err.contains("#1 is used"), "{err}");
     }
+
+    // An operator on a host with only the state store's URL denies as dave; the held command
+    // on a ends at once, and an instance records the host's decision in its audit log.
+    let cli = a.env.path("cli.toml");
+    std::fs::write(
+        &cli,
+        format!("[server]\n{server}\n[[user]]\nname = \"dave\"\nroles = [\"tunneler\"]\n[[role]]\nname = \"tunneler\"\n"),
+    )
+    .unwrap();
+    let mut child = held(
+        &a,
+        "alice",
+        &format!("touch {}", dir.join("never").display()),
+        "",
+    );
+    until_pending(&b, 2, &mut child);
+    let (code, out, err) = run(crate::harness::vigil()
+        .args(["approvals", "--config"])
+        .arg(&cli)
+        .args(["deny", "2", "--as", "dave", "--reason", "from the host"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("#2 denied by dave"), "{out}");
+    let denied = std::time::Instant::now();
+    let (code, _, err) = finish(child);
+    assert_eq!(code, 126, "{err}");
+    assert!(err.contains("denied by dave: from the host"), "{err}");
+    assert!(denied.elapsed() < Duration::from_secs(15));
+    wait_until(
+        "an instance audited the host's denial",
+        Duration::from_secs(20),
+        || {
+            [&a, &b]
+                .iter()
+                .any(|x| x.audit().contains("\"source\":\"host:uid"))
+        },
+    );
 
     // The webhook got the request and the decisions, despite the receiver's first failure.
     wait_until(
