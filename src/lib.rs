@@ -5,6 +5,7 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod approval;
 pub mod audit;
 pub mod config;
 pub mod daemon;

@@ -72,6 +72,10 @@ enum Command {
         filter: FilterOpts,
         #[arg(long)]
         json: bool,
+        /// The sessions running now on every instance that shares the state store
+        /// (`server.state` of --config), instead of the recordings.
+        #[arg(long)]
+        live: bool,
     },
     /// Replay a session in the terminal with its timing (a Postgres session as a query log).
     Play {
@@ -139,6 +143,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Approval requests in the state store (`server.state`): list and show them, or approve
+    /// or deny one as a named vigil user (`--as`), with every check an approver over SSH gets.
+    Approvals {
+        #[arg(long, env = "VIGIL_CONFIG")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: ApprovalsCmd,
+    },
     /// Record standard input as a session's output (for pipelines, and to exercise the
     /// recorder): prints the session id, records until EOF or SIGTERM, then seals and uploads.
     Record {
@@ -177,6 +189,37 @@ struct AuditSource {
     /// Accept checkpoints signed by this key (`ssh-ed25519 AAAA...`); repeatable.
     #[arg(long)]
     signer: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCmd {
+    /// Pending requests (or all recent ones with --all).
+    List {
+        #[arg(long)]
+        all: bool,
+        /// One JSON object per request.
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        id: u64,
+    },
+    /// Approve as the vigil user named by --as (never the requester; needs an approver role).
+    Approve {
+        id: u64,
+        #[arg(long = "as", value_name = "USER")]
+        as_user: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Deny as the vigil user named by --as, with a reason.
+    Deny {
+        id: u64,
+        #[arg(long = "as", value_name = "USER")]
+        as_user: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -264,7 +307,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Keygen { out } => keygen(&out),
         Command::Passwd => passwd(),
         Command::Check { config } => check(&config),
-        Command::Sessions { read, filter, json } => {
+        Command::Sessions {
+            read, json, live, ..
+        } if live => live_sessions(&read, json).await,
+        Command::Sessions {
+            read, filter, json, ..
+        } => {
             let r = reading(&read, false)?;
             let mut out = std::io::stdout().lock();
             forensics::sessions(&r, &filter.build()?, json, &mut out).await?;
@@ -455,6 +503,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Approvals { config, action } => approvals(&config, action).await,
     }
 }
 
@@ -523,6 +572,119 @@ impl AuditSource {
             trust: vigil::audit::chain::Trust { signers },
         })
     }
+}
+
+/// `vigil sessions --live`: the session index in the state store.
+async fn live_sessions(read: &ReadOpts, json: bool) -> Result<ExitCode> {
+    let Some(path) = &read.config else {
+        bail!("--live reads the state store named by the config: pass --config FILE");
+    };
+    let config = vigil::config::Config::load(path)?;
+    let engine = vigil::approval::Approvals::open(&config).await?;
+    let mut out = std::io::stdout().lock();
+    for s in engine.live_sessions().await? {
+        let start = humantime::format_rfc3339_seconds(
+            SystemTime::UNIX_EPOCH
+                + Duration::from_millis(u64::try_from(s.started_ms).unwrap_or(0)),
+        )
+        .to_string();
+        if json {
+            let mut v = serde_json::to_value(&s)?;
+            v["start"] = serde_json::Value::String(start);
+            writeln!(out, "{v}")?;
+        } else {
+            writeln!(
+                out,
+                "{}  {:<8} {:<12} {:<12} {start}  {}  from {}",
+                s.id,
+                s.protocol,
+                s.user,
+                s.target,
+                s.instance,
+                s.client.as_deref().unwrap_or("-")
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vigil approvals`: the operator on the bastion host acts as a named vigil user. Whoever can
+/// run this can read the config and the state store, so the host is trusted as much as the
+/// store; what this adds is that the identity acting is named, checked and audited like an
+/// approver over SSH (`source` = `host:uid N (USER)`), through the store's audit outbox.
+async fn approvals(path: &std::path::Path, action: ApprovalsCmd) -> Result<ExitCode> {
+    use vigil::approval::{now_ms, Approvals};
+    let config = vigil::config::Config::load(path)?;
+    let engine = Approvals::open(&config).await?;
+    let now = now_ms();
+    let (approver, id, approve, reason) = match action {
+        ApprovalsCmd::List { all, json } => {
+            let list = engine.list(all).await?;
+            let mut out = std::io::stdout().lock();
+            if list.is_empty() && !json {
+                writeln!(out, "no pending approval requests")?;
+            }
+            for a in list {
+                if json {
+                    writeln!(out, "{}", serde_json::to_string(&a)?)?;
+                } else {
+                    write!(out, "{}", a.describe(now))?;
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        ApprovalsCmd::Show { id } => match engine.get(id).await? {
+            Some(a) => {
+                print!("{}", a.describe(now));
+                return Ok(ExitCode::SUCCESS);
+            }
+            None => bail!("there is no approval request #{id}"),
+        },
+        ApprovalsCmd::Approve {
+            id,
+            as_user,
+            reason,
+        } => (as_user, id, true, reason),
+        ApprovalsCmd::Deny {
+            id,
+            as_user,
+            reason,
+        } => (as_user, id, false, Some(reason)),
+    };
+    // The running bastion owns the audit log: these events go to the store's outbox, and a
+    // running instance records them within seconds.
+    let audit = vigil::approval::Deferred::default();
+    let unix_user = match std::env::var("USER") {
+        Ok(u) => format!("uid {} ({u})", process_uid()),
+        Err(_) => format!("uid {}", process_uid()),
+    };
+    let result = engine
+        .decide(
+            &config,
+            &audit,
+            &approver,
+            id,
+            approve,
+            reason.as_deref(),
+            Some(format!("host:{unix_user}")),
+        )
+        .await;
+    engine.defer_audit(audit.take()).await?;
+    engine.drain(Duration::from_secs(10)).await;
+    let a = result?;
+    println!(
+        "#{} {} by {approver}; now {}",
+        a.id,
+        if approve { "approved" } else { "denied" },
+        a.state
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The real uid of this process, for the audit trail of host-side approvals.
+fn process_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
 }
 
 async fn demo(dir: Option<PathBuf>, port: Option<u16>) -> Result<ExitCode> {

@@ -27,6 +27,19 @@ pub struct FileConfig {
     pub rules: Vec<RuleFile>,
     #[serde(default, rename = "mask")]
     pub masks: Vec<MaskFile>,
+    pub approvals: Option<ApprovalsFile>,
+}
+
+/// Just-in-time approval settings (the requests themselves live in `server.state`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsFile {
+    /// HTTP(S) URL that gets a JSON POST on every request and decision.
+    pub webhook: Option<String>,
+    /// How often a held command re-reads its request in the state store, e.g. "500ms".
+    pub poll_interval: Option<String>,
+    /// This instance's name in requests (default host:pid).
+    pub instance: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -172,6 +172,7 @@ impl Validator {
             .state
             .clone()
             .unwrap_or_else(|| "state/vigil.db".into());
+        self.state(&state);
         let (recording, signers) = match &file.recording {
             Some(r) => {
                 let (settings, signers) = self.recording(r);
@@ -225,6 +226,20 @@ impl Validator {
             }
         }
         a
+    }
+
+    /// `server.state`: a SQLite file path, or a `postgres://` URL that several instances share.
+    fn state(&mut self, state: &str) {
+        if state.starts_with("postgres://") || state.starts_with("postgresql://") {
+            if let Err(e) = state.parse::<tokio_postgres::Config>() {
+                self.bad("server.state", format!("not a PostgreSQL URL: {e}"));
+            }
+        } else if state.contains("://") || state.trim().is_empty() {
+            self.bad(
+                "server.state",
+                "expected a SQLite file path (state/vigil.db) or a postgres:// URL",
+            );
+        }
     }
 
     /// The Postgres front end's own settings: TLS for clients, message size limit.
@@ -493,6 +508,20 @@ impl Validator {
                 self.bad(format!("{p}.min_approvals"), "must be at least 1");
             }
         }
+        if let Some(a) = &f.approvals {
+            if let Some(p) = &a.poll_interval {
+                self.duration("approvals.poll_interval", p);
+            }
+            if let Some(w) = &a.webhook {
+                match url::Url::parse(w) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                    _ => self.bad(
+                        "approvals.webhook",
+                        format!("`{w}`: expected an http:// or https:// URL"),
+                    ),
+                }
+            }
+        }
         for (i, m) in f.masks.iter().enumerate() {
             let p = format!("mask[{i}]");
             match f.targets.iter().find(|t| t.name == m.target) {
@@ -602,6 +631,11 @@ mod tests {
             r#"
 [listen]
 ssh = "nowhere"
+[server]
+state = "mysql://db/vigil"
+[approvals]
+webhook = "ftp://hooks"
+poll_interval = "often"
 [recording]
 store = "x"
 recipients = ["{KEY}", "garbage"]
@@ -625,6 +659,9 @@ sql = ["DROP"]
             "recording.on_store_failure",
             "role[0].targets[0]",
             "rule[0].approvers",
+            "server.state",
+            "approvals.webhook",
+            "approvals.poll_interval",
         ] {
             assert!(paths.contains(&want), "{want} missing from {paths:?}");
         }

@@ -44,6 +44,8 @@ pub enum DaemonError {
     Policy(#[from] crate::policy::PolicyError),
     #[error(transparent)]
     Postgres(#[from] crate::pg::front::FrontError),
+    #[error(transparent)]
+    Approvals(#[from] crate::approval::ApprovalError),
 }
 
 /// Everything a session needs from the bastion; shared by all connections.
@@ -52,6 +54,8 @@ pub struct Gateway {
     policy: RwLock<Arc<Policy>>,
     pub recordings: Recordings,
     pub audit: Audit,
+    /// Just-in-time approvals over the state store (`server.state`).
+    pub approvals: crate::approval::Approvals,
     pub failures: ssh::server::Failures,
     /// The Postgres front end's shared state (cancel keys, TLS, key material).
     pub pg: crate::pg::front::Shared,
@@ -142,11 +146,13 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         why: e.to_string(),
     })?;
     let pg = crate::pg::front::Shared::new(&config, &host_secret)?;
+    let approvals = crate::approval::Approvals::open(&config).await?;
     let gateway = Arc::new(Gateway {
         config: RwLock::new(Arc::new(config)),
         policy: RwLock::new(Arc::new(policy)),
         recordings,
         audit,
+        approvals,
         failures: Default::default(),
         pg,
         tracker: TaskTracker::new(),
@@ -163,6 +169,25 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         checkpoint_interval,
         audit_stop.clone(),
     ));
+    // Pending requests past their deadline expire even when no session waits for them; the
+    // audit outbox is drained.
+    let sweeper = gateway.clone();
+    gateway.tracker.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = sweeper.cancelled() => return,
+                _ = tokio::time::sleep(crate::approval::SWEEP_INTERVAL) => {}
+            }
+            if let Err(e) = sweeper.approvals.sweep(&sweeper.audit).await {
+                tracing::warn!(error = %e, "expiring approval requests failed");
+            }
+            // Decisions made with `vigil approvals` on the host, audited here: only the
+            // bastion writes its audit log.
+            if let Err(e) = sweeper.approvals.drain_outbox(&sweeper.audit).await {
+                tracing::warn!(error = %e, "recording the audit outbox failed");
+            }
+        }
+    });
     let accept = TaskTracker::new();
     let mut ssh = None;
     if let Some(addr) = ssh_addr {
@@ -300,6 +325,7 @@ impl Running {
         self.gateway.tracker.close();
         let _ = tokio::time::timeout(grace, self.gateway.tracker.wait()).await;
         self.gateway.recordings.shutdown(grace).await;
+        self.gateway.approvals.drain(grace).await;
         self.gateway.audit.record(AuditEvent {
             detail: Some("stopped".into()),
             ..AuditEvent::new("config.load")

@@ -46,6 +46,9 @@ pub struct Shared {
     secret: [u8; 32],
     /// The keys vigil handed out in BackendKeyData → where a cancel must go.
     cancels: Mutex<HashMap<BackendKey, (UpstreamSettings, BackendKey)>>,
+    /// Sessions whose statement waits for approval: their key → the request a CancelRequest
+    /// cancels (the target has nothing running to cancel).
+    held: Mutex<HashMap<BackendKey, u64>>,
     /// Stand-in SCRAM credentials for unknown users.
     mock: MockKey,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -70,6 +73,7 @@ impl Shared {
         Ok(Shared {
             secret: derived,
             cancels: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
             mock: MockKey::derive(secret),
             tls,
         })
@@ -82,6 +86,16 @@ impl Shared {
     pub(crate) fn register(&self, ours: BackendKey, theirs: (UpstreamSettings, BackendKey)) {
         if let Ok(mut m) = self.cancels.lock() {
             m.insert(ours, theirs);
+        }
+    }
+
+    /// The session with key `ours` waits for approval request `id` (None: no longer).
+    pub(crate) fn set_held(&self, ours: BackendKey, id: Option<u64>) {
+        if let Ok(mut m) = self.held.lock() {
+            match id {
+                Some(id) => m.insert(ours, id),
+                None => m.remove(&ours),
+            };
         }
     }
 
@@ -186,6 +200,12 @@ pub async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
                 }
             }
             Startup::Cancel(key) => {
+                let held = gw.pg.held.lock().ok().and_then(|m| m.get(&key).copied());
+                if let Some(id) = held {
+                    let why = "cancelled by the client (CancelRequest)";
+                    gw.approvals.cancel(&gw.audit, id, why).await;
+                    return;
+                }
                 let found = gw.pg.cancels.lock().ok().and_then(|m| m.get(&key).cloned());
                 if let Some((settings, upstream_key)) = found {
                     if let Err(e) = super::upstream::cancel(&settings, upstream_key).await {

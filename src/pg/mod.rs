@@ -7,6 +7,7 @@
 //! types whose `Debug` says `<secret>`.
 
 pub mod front;
+pub mod hold;
 pub mod masker;
 pub mod scram;
 pub mod session;

@@ -273,7 +273,15 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         answered_syncs: 0,
         last_idle: 0,
         open_batch: false,
+        reviewed: None,
+        approved_once: HashMap::new(),
+        key: ours,
     };
+    let id = relay.recorder.session_id().to_string();
+    let index =
+        gw.approvals
+            .session_started(&id, "postgres", &user, &target.name, Some(peer.to_string()));
+    index.await;
     let reason = if write.write_all(&hello).await.is_err() {
         "client went away".to_string()
     } else {
@@ -294,6 +302,7 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         ..session_audit
     });
     let _ = relay.recorder.close(&reason).await;
+    gw.approvals.session_ended(&id, &reason).await;
 }
 
 fn random_key() -> BackendKey {
@@ -452,6 +461,12 @@ struct Relay {
     /// Extended-protocol messages went to the target since the last sync point: the target may
     /// be inside an unfinished batch, so vigil sends it nothing of its own.
     open_batch: bool,
+    /// The outcome of the approval the next Query or Parse of this text waited for (`hold.rs`).
+    reviewed: Option<(String, Decision)>,
+    /// Prepared statements an approval covers for one Bind: name → that Bind happened.
+    approved_once: HashMap<String, bool>,
+    /// The BackendKeyData key the client got: its CancelRequest cancels a held statement.
+    key: BackendKey,
 }
 
 impl Relay {
@@ -478,6 +493,7 @@ impl Relay {
                         return "client terminated the session".into();
                     }
                     Some(Ok(m)) => {
+                        self.hold(&m, &mut out).await;
                         if let Err(why) = self.on_client(m, up, &mut to_client).await {
                             let _ = out.write_all(&to_client).await;
                             return why;
@@ -568,6 +584,44 @@ impl Relay {
                 to_client.clear();
             }
         }
+    }
+
+    /// A Query or Parse that a review rule holds waits here for its approval (`hold.rs`); the
+    /// outcome replaces the decision when `on_client` handles the message.
+    async fn hold(&mut self, m: &Frontend, out: &mut WriteHalf<Box<dyn ClientStream>>) {
+        let text = match m {
+            Frontend::Query { sql, .. } | Frontend::Parse { sql, .. } if !self.skipping => sql,
+            _ => return,
+        };
+        let d = self.decide(text).decision;
+        if d.action != Action::Review {
+            return;
+        }
+        let holder = super::hold::Holder {
+            gw: &self.gw,
+            recorder: &self.recorder,
+            user: self.audit.user.as_deref().unwrap_or_default(),
+            target: &self.target,
+            key: self.key,
+        };
+        let outcome = holder.hold(text, &d, out).await;
+        self.reviewed = Some((text.clone(), outcome));
+    }
+
+    /// The decision for `sql_text` with a held statement's approval outcome applied; a review
+    /// that did not wait (it cannot reach here) stays refused.
+    fn reviewed(&mut self, sql_text: &str, mut d: Decided) -> Decided {
+        if d.decision.action == Action::Review {
+            d.decision = match self.reviewed.take() {
+                Some((text, outcome)) if text == sql_text => outcome,
+                _ => Decision {
+                    action: Action::Deny,
+                    message: "the statement was not approved".into(),
+                    ..d.decision
+                },
+            };
+        }
+        d
     }
 
     /// Decides about a statement string. Cached by its exact text, and by its shape (the text
@@ -757,6 +811,7 @@ impl Relay {
         match m {
             Frontend::Query { frame, sql: text } => {
                 let decided = self.decide(&text);
+                let decided = self.reviewed(&text, decided);
                 let refused = (decided.decision.action != Action::Allow)
                     .then(|| self.refusal(&decided.decision));
                 match &refused {
@@ -785,12 +840,19 @@ impl Relay {
                 sql: text,
                 ..
             } => {
+                let decided = self.decide(&text);
+                let held = decided.decision.action == Action::Review;
                 let Decided {
                     decision: d,
                     taints,
                     renames,
                     ..
-                } = self.decide(&text);
+                } = self.reviewed(&text, decided);
+                if held && d.action == Action::Allow {
+                    self.approved_once.insert(name.clone(), false);
+                } else {
+                    self.approved_once.remove(&name);
+                }
                 if renames && d.action == Action::Allow {
                     self.forget_names();
                 }
@@ -823,7 +885,35 @@ impl Relay {
                 param_formats,
                 ..
             } => {
-                up.feed(frame).await.map_err(|e| e.to_string())?;
+                match self.approved_once.get_mut(&statement) {
+                    // A second execution of an approved statement needs its own approval: the
+                    // Bind goes to a statement name that does not exist, and fails.
+                    Some(true) => {
+                        let d = Decision {
+                            action: Action::Deny,
+                            rule: None,
+                            message: "the approval covered one execution of this prepared statement; prepare it again to ask anew".into(),
+                            approvers: Vec::new(),
+                            incomplete: false,
+                        };
+                        let text = self
+                            .statements
+                            .get(&statement)
+                            .map(|p| p.sql.clone())
+                            .unwrap_or_default();
+                        self.record_refused(&text, &d).await;
+                        up.feed(frame_bind_nothing(&portal))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        self.expects.push_back(Expect::Refused(self.refusal(&d)));
+                        return Ok(());
+                    }
+                    Some(used) => {
+                        *used = true;
+                        up.feed(frame).await.map_err(|e| e.to_string())?;
+                    }
+                    None => up.feed(frame).await.map_err(|e| e.to_string())?,
+                }
                 self.expects.push_back(Expect::Bind);
                 let (sql_text, taints, decision) = match self.statements.get(&statement) {
                     Some(p) => (p.sql.clone(), p.taints.clone(), p.decision.clone()),
@@ -907,7 +997,10 @@ impl Relay {
             } => {
                 up.feed(frame).await.map_err(|e| e.to_string())?;
                 match target {
-                    Kind::Statement => self.statements.remove(&name),
+                    Kind::Statement => {
+                        self.approved_once.remove(&name);
+                        self.statements.remove(&name)
+                    }
                     Kind::Portal => {
                         self.portals.remove(&name);
                         None
@@ -1501,6 +1594,16 @@ fn frame_parse(name: &str, sql_text: &str) -> Bytes {
     let mut b = BytesMut::new();
     let _ = postgres_protocol::message::frontend::parse(name, sql_text, std::iter::empty(), &mut b);
     b.freeze()
+}
+
+/// A Bind of `portal` to a statement name no client can have prepared: the target fails it.
+fn frame_bind_nothing(portal: &str) -> Bytes {
+    let mut body = Vec::with_capacity(portal.len() + 32);
+    body.extend_from_slice(portal.as_bytes());
+    body.push(0);
+    body.extend_from_slice(b"vigil: refused bind\0");
+    body.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    message(b'B', &body)
 }
 
 fn frame_describe_portal(portal: &str) -> Bytes {

@@ -73,7 +73,7 @@ impl Decision {
             Action::Allow => return String::new(),
             Action::Deny => self.message.clone(),
             Action::Review => format!(
-                "{} (needs approval by a {}; approvals are not enabled on this bastion yet, so it was not run)",
+                "{} (needs approval by a {})",
                 self.message,
                 self.approvers.join(" or ")
             ),

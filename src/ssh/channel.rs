@@ -2,6 +2,12 @@
 //! against policy before anything reaches the target, opens the matching channel on the target
 //! and relays both ways while recording. Interactive shells hold each Enter until the line the
 //! user submitted has been checked (`terminal.rs` reconstructs it).
+//!
+//! A command that a `review` rule holds waits for approval (see `approval/`): the user sees
+//! `waiting for approval #N` and the command runs only once an approval for it was consumed; a
+//! denial, a timeout, or Ctrl-C (or the client going away) cancels it. The requester's
+//! justification comes from the `VIGIL_REASON` environment variable the client sends
+//! (`ssh -o 'SetEnv=VIGIL_REASON="INC-42: restart the stuck worker"' ...`); it is not passed on.
 
 use std::sync::Arc;
 
@@ -31,6 +37,11 @@ use crate::{
 const ENV_ALLOWED: &[&str] = &["LANG", "LANGUAGE", "TERM", "TZ", "COLORTERM"];
 /// Exit status reported when vigil refuses a command (as a shell does for "not executable").
 pub const REFUSED_STATUS: u32 = 126;
+/// The environment variable that carries the requester's justification for held commands.
+pub const REASON_ENV: &str = "VIGIL_REASON";
+/// Client messages kept while a command waits for approval (replayed once it runs); past
+/// this, vigil stops reading the client until the decision (SSH flow control holds the rest).
+const HELD_BACKLOG: usize = 1 << 20;
 
 /// An X11 forwarding request, passed on to the target when the user's role allows it.
 struct X11Request {
@@ -118,6 +129,7 @@ pub async fn run(
     let mut client = client;
     let mut pty: Option<PtyRequest> = None;
     let mut env: Vec<(String, String)> = Vec::new();
+    let mut justification: Option<String> = None;
     let extra_env: Vec<String> = conn
         .login
         .target
@@ -164,6 +176,13 @@ pub async fn run(
                 if let Some(p) = pty.as_mut() {
                     (p.cols, p.rows, p.px, p.py) = (col_width, row_height, pix_width, pix_height);
                 }
+            }
+            ChannelMsg::SetEnv {
+                variable_name,
+                variable_value,
+                ..
+            } if variable_name == REASON_ENV => {
+                justification = crate::approval::clean_reason(&variable_value);
             }
             ChannelMsg::SetEnv {
                 variable_name,
@@ -337,6 +356,15 @@ pub async fn run(
         command: Some(mode.describe()),
         ..AuditEvent::new("session.start")
     });
+    gw.approvals
+        .session_started(
+            recorder.session_id(),
+            "ssh",
+            &conn.login.user,
+            &target_name,
+            conn.peer.map(|p| p.to_string()),
+        )
+        .await;
     let mut session = Session {
         gw: gw.clone(),
         conn: conn.clone(),
@@ -344,6 +372,8 @@ pub async fn run(
         grants,
         recorder,
         client,
+        justification,
+        answered: false,
     };
     if let Some(p) = &pty {
         session
@@ -457,6 +487,19 @@ struct Session {
     grants: Grants,
     recorder: Recorder,
     client: Client,
+    /// `VIGIL_REASON` from the client: the justification of held commands.
+    justification: Option<String>,
+    /// The client's shell/exec request was answered already (before a hold).
+    answered: bool,
+}
+
+/// How a hold for approval ended, for the caller.
+struct Held {
+    outcome: crate::approval::Outcome,
+    /// Client messages that arrived meanwhile, in order.
+    backlog: Vec<ChannelMsg>,
+    /// The client closed the channel or went away.
+    gone: bool,
 }
 
 impl Session {
@@ -515,6 +558,170 @@ impl Session {
             .check_shell(&roles, &self.target.name, line)
     }
 
+    /// Answers the client's shell/exec/subsystem request, once.
+    async fn answer(&mut self, ok: bool) {
+        if !self.answered {
+            self.answered = true;
+            self.client.reply(ok).await;
+        }
+    }
+
+    /// Tells the user something while a command is held (on stderr for exec, in the terminal
+    /// for an interactive line).
+    async fn say(&self, text: &str, relay: Option<&mut Relay>) {
+        match relay {
+            Some(r) => {
+                let msg = format!("\r\nvigil: {text}\r\n");
+                self.record(Event::Output(Bytes::from(msg.clone()))).await;
+                if let Some(t) = r.tracker.as_mut() {
+                    t.local_output(msg.as_bytes());
+                }
+                let _ = self.client.channel.data_bytes(Bytes::from(msg)).await;
+            }
+            None => self.client.stderr(&format!("vigil: {text}\r\n")).await,
+        }
+    }
+
+    async fn record_approval(
+        &self,
+        id: u64,
+        state: &str,
+        by: Option<String>,
+        rule: &Decision,
+        reason: Option<String>,
+    ) {
+        self.record(Event::Approval(crate::recording::event::Approval {
+            id,
+            state: state.into(),
+            by,
+            rule: rule.rule.clone(),
+            reason,
+        }))
+        .await;
+    }
+
+    /// Holds `text` (a `review` decision) until its approval is consumed, denied, timed out or
+    /// cancelled. Ctrl-C (with a terminal) or the client closing cancels; other client messages
+    /// are kept for the caller. Nothing reaches the target meanwhile.
+    async fn hold(
+        &mut self,
+        text: &str,
+        d: &Decision,
+        pty: bool,
+        mut relay: Option<&mut Relay>,
+    ) -> Held {
+        use crate::approval::{Ask, Outcome, Ticket};
+        let gw = self.gw.clone();
+        let config = gw.config();
+        let ask = Ask {
+            user: self.conn.login.user.clone(),
+            target: self.target.name.clone(),
+            protocol: "ssh".into(),
+            command: text.to_string(),
+            rule: d.rule.clone().unwrap_or_default(),
+            reason: self.justification.clone(),
+            session: Some(self.recorder.session_id().to_string()),
+        };
+        let mut held = Held {
+            outcome: Outcome::Failed(String::new()),
+            backlog: Vec::new(),
+            gone: false,
+        };
+        let request = match gw.approvals.request(&config, &gw.audit, ask.clone()).await {
+            Ok(Ticket::Ready(a)) => {
+                self.say(
+                    &format!("covered by approval #{} (rule {}); running", a.id, a.rule),
+                    relay.as_deref_mut(),
+                )
+                .await;
+                self.record_approval(a.id, "granted", Some(a.approved_by().join(", ")), d, None)
+                    .await;
+                held.outcome = Outcome::Approved(a);
+                return held;
+            }
+            Ok(Ticket::Pending(a)) => a,
+            Err(e) => {
+                held.outcome = Outcome::Failed(e.to_string());
+                return held;
+            }
+        };
+        self.record_approval(request.id, "requested", None, d, request.reason.clone())
+            .await;
+        let cancel = if pty { "; Ctrl-C cancels" } else { "" };
+        let justification = match &request.reason {
+            Some(_) => String::new(),
+            None => format!(" (no justification given: set {REASON_ENV})"),
+        };
+        self.say(
+            &format!(
+                "waiting for approval #{} (rule {}; approvers: {}){justification}{cancel}",
+                request.id,
+                request.rule,
+                request.approvers.join(" or ")
+            ),
+            relay.as_deref_mut(),
+        )
+        .await;
+        let mut kept = 0usize;
+        let wait = gw.approvals.wait(&gw.audit, request.id, &ask);
+        tokio::pin!(wait);
+        let cancelled = loop {
+            tokio::select! {
+                o = &mut wait => {
+                    held.outcome = o;
+                    break None;
+                }
+                m = self.client.channel.wait(), if kept < HELD_BACKLOG => match m {
+                    None | Some(ChannelMsg::Close) => {
+                        held.gone = true;
+                        break Some("the requester went away");
+                    }
+                    Some(ChannelMsg::Data { data }) if pty && data.contains(&0x03) => {
+                        break Some("cancelled by the requester (Ctrl-C)");
+                    }
+                    Some(m) => {
+                        kept += match &m {
+                            ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => data.len(),
+                            _ => 64,
+                        };
+                        held.backlog.push(m);
+                    }
+                },
+                // The request stays pending in the store: once approved, running the same
+                // command again (after the restart) uses the approval.
+                _ = gw.cancelled() => {
+                    held.outcome = Outcome::Failed(format!(
+                        "the bastion is shutting down; request #{} stays pending: once it is approved, run the command again",
+                        request.id
+                    ));
+                    break None;
+                }
+            }
+        };
+        if let Some(why) = cancelled {
+            gw.approvals.cancel(&gw.audit, request.id, why).await;
+            let mut a = request.clone();
+            a.decision_reason = Some(why.to_string());
+            held.outcome = Outcome::Cancelled(a);
+        }
+        let (by, reason) = match held.outcome.approval() {
+            Some(a) if held.outcome.approved() => {
+                (Some(a.approved_by().join(", ")), a.decision_reason.clone())
+            }
+            Some(a) => (
+                a.denied_by().map(|v| v.approver.clone()),
+                a.decision_reason.clone(),
+            ),
+            None => (None, None),
+        };
+        self.record_approval(request.id, held.outcome.recorded_state(), by, d, reason)
+            .await;
+        if !held.gone {
+            self.say(&held.outcome.user_message(), relay).await;
+        }
+        held
+    }
+
     async fn record_command(&self, kind: &str, text: &str, d: &Decision) {
         let decision = match d.action {
             Action::Allow => Recorded::Allow,
@@ -529,7 +736,7 @@ impl Session {
             message: (d.action != Action::Allow).then(|| d.message.clone()),
         }))
         .await;
-        if d.action != Action::Allow {
+        if d.action == Action::Deny {
             self.gw.audit.record(AuditEvent {
                 command: Some(text.into()),
                 rule: d.rule.clone(),
@@ -555,6 +762,7 @@ impl Session {
         env: Vec<(String, String)>,
         forwarding: Forwarding,
     ) -> String {
+        let mut backlog: Vec<ChannelMsg> = Vec::new();
         if let Mode::Exec(command) = &mode {
             // Legacy scp (`scp -O`) runs as a command on the target: it is a file transfer.
             if command.split_whitespace().next() == Some("scp") && !self.grants.file_transfer {
@@ -575,7 +783,27 @@ impl Session {
             }
             let d = self.decide(command);
             self.record_command("exec", command, &d).await;
-            if d.action != Action::Allow {
+            if d.action == Action::Review {
+                // The exec request is answered now so that the client shows the wait.
+                self.answer(true).await;
+                let held = self.hold(command, &d, pty.is_some(), None).await;
+                if held.gone {
+                    return format!("client left while waiting for approval: {command}");
+                }
+                if !held.outcome.approved() {
+                    let _ = self.client.channel.exit_status(REFUSED_STATUS).await;
+                    let _ = self.client.channel.eof().await;
+                    let _ = self.client.channel.close().await;
+                    self.record(Event::Exit(Exit {
+                        status: Some(REFUSED_STATUS as i32),
+                        signal: None,
+                        reason: Some("not approved".into()),
+                    }))
+                    .await;
+                    return format!("command not approved: {command}");
+                }
+                backlog = held.backlog;
+            } else if d.action != Action::Allow {
                 self.client.reply(true).await;
                 self.client.refuse(&d.user_message()).await;
                 self.record(Event::Exit(Exit {
@@ -594,7 +822,7 @@ impl Session {
                     detail: Some(e.to_string()),
                     ..self.audit_event("upstream.failure")
                 });
-                self.client.reply(true).await;
+                self.answer(true).await;
                 self.client.refuse(&e.to_string()).await;
                 return format!("target unavailable: {e}");
             }
@@ -602,7 +830,7 @@ impl Session {
         let up = match handle.channel_open_session().await {
             Ok(c) => c,
             Err(e) => {
-                self.client.reply(true).await;
+                self.answer(true).await;
                 self.client
                     .refuse(&format!(
                         "target {} refused a session: {e}",
@@ -620,7 +848,7 @@ impl Session {
                 .await
                 .is_err()
             {
-                self.client.reply(false).await;
+                self.answer(false).await;
                 return "target refused the pty".into();
             }
             if reads_commands(&mode) {
@@ -655,7 +883,7 @@ impl Session {
             Mode::Subsystem(s) => up.request_subsystem(true, s.clone()).await,
         };
         if started.is_err() {
-            self.client.reply(false).await;
+            self.answer(false).await;
             return "target refused the request".into();
         }
         // The target's answer to shell/exec/subsystem is the client's answer.
@@ -663,17 +891,17 @@ impl Session {
         loop {
             match up.wait().await {
                 Some(ChannelMsg::Success) => {
-                    self.client.reply(true).await;
+                    self.answer(true).await;
                     break;
                 }
                 Some(ChannelMsg::Failure) => {
-                    self.client.reply(false).await;
+                    self.answer(false).await;
                     let _ = self.client.channel.close().await;
                     return "target refused the request".into();
                 }
                 Some(other) => pending_up.push(other),
                 None => {
-                    self.client.reply(false).await;
+                    self.answer(false).await;
                     self.client
                         .refuse(&format!("connection to {} closed", self.target.name))
                         .await;
@@ -693,13 +921,30 @@ impl Session {
             held_since: None,
             exit: None,
             record_input: self.grants.record_input,
+            deferred: Default::default(),
+            client_gone: false,
         };
         for m in pending_up {
             if let Some(end) = self.on_target(m, &up, &mut relay).await {
                 return end;
             }
         }
+        // What the client sent while the command waited for approval.
+        for m in backlog {
+            if let Some(end) = self.on_client(m, &up, &mut relay).await {
+                return end;
+            }
+        }
         loop {
+            while let Some(m) = relay.deferred.pop_front() {
+                if let Some(end) = self.on_client(m, &up, &mut relay).await {
+                    return end;
+                }
+            }
+            if relay.client_gone {
+                let _ = up.close().await;
+                return "client left while a line waited for approval".into();
+            }
             let echo_deadline = relay.held_since.map(|t| t + ECHO_WAIT);
             tokio::select! {
                 m = self.client.channel.wait() => {
@@ -936,6 +1181,22 @@ impl Session {
             if !text.trim().is_empty() {
                 self.record_command("stdin", text.trim_end(), &d).await;
             }
+            if d.action == Action::Review {
+                let held = self.hold(text.trim_end(), &d, false, None).await;
+                relay.deferred.extend(held.backlog);
+                if held.gone {
+                    relay.client_gone = true;
+                    return None;
+                }
+                if held.outcome.approved() {
+                    relay.buffered.clear();
+                    let _ = up.data_bytes(Bytes::from(line)).await;
+                    continue;
+                }
+                relay.refused = true;
+                let _ = up.eof().await;
+                return None;
+            }
             if d.action != Action::Allow {
                 self.refuse_input(&d, up, relay).await;
                 return None;
@@ -1011,6 +1272,16 @@ impl Session {
                 if d.action == Action::Allow {
                     return Verdict::Allow;
                 }
+                if d.action == Action::Review {
+                    let held = self.hold(&line, &d, true, Some(relay)).await;
+                    relay.deferred.extend(held.backlog);
+                    relay.client_gone |= held.gone;
+                    if held.outcome.approved() {
+                        relay.buffered.clear();
+                        return Verdict::Allow;
+                    }
+                    return Verdict::Cancel;
+                }
                 d
             }
             Submitted::NotACommand(_) => return Verdict::Allow,
@@ -1038,9 +1309,12 @@ impl Session {
             detail: Some(reason.to_string()),
             ..self.audit_event("session.end")
         };
+        let id = self.recorder.session_id().to_string();
         if let Err(e) = self.recorder.close(reason).await {
             tracing::error!(session = ?event.session, error = %e, "closing the recording failed");
         }
+        // After the recording: the index is informational and must not delay sealing.
+        self.gw.approvals.session_ended(&id, reason).await;
         self.gw.audit.record(event);
     }
 }
@@ -1056,6 +1330,10 @@ struct Relay {
     held_since: Option<tokio::time::Instant>,
     exit: Option<Exit>,
     record_input: bool,
+    /// Client messages that arrived while a line waited for approval, handled next.
+    deferred: std::collections::VecDeque<ChannelMsg>,
+    /// The client went away while a line waited for approval.
+    client_gone: bool,
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

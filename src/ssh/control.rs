@@ -1,6 +1,7 @@
 //! vigil's own commands, for a login without a target (`ssh alice@bastion`): a shell with a
 //! terminal shows the user's targets as a menu and connects to the one picked (`pick`); exec
-//! runs `whoami` or `targets`.
+//! runs `whoami`, `targets` or `approvals ...` (list, show, approve, deny: the approver is the
+//! user authenticated by their key, so every separation-of-duties check applies to them).
 
 use std::sync::Arc;
 
@@ -27,10 +28,13 @@ pub async fn run(
         None => (0, menu(gw, conn, eol), String::new()),
         Some("whoami") => (0, whoami(gw, conn, eol), String::new()),
         Some("targets") => (0, targets(gw, conn, eol), String::new()),
+        Some(c) if c == "approvals" || c.starts_with("approvals ") => {
+            approvals(gw, conn, c.get("approvals".len()..).unwrap_or_default(), eol).await
+        }
         Some(other) => (
             2,
             String::new(),
-            format!("vigil: unknown command `{other}`; try `whoami` or `targets`, or log in as {}+TARGET{eol}", conn.login.user),
+            format!("vigil: unknown command `{other}`; try `whoami`, `targets` or `approvals list`, or log in as {}+TARGET{eol}", conn.login.user),
         ),
     };
     if !out.is_empty() {
@@ -150,6 +154,94 @@ pub async fn pick(
         }
     }
     Picked::Quit
+}
+
+/// `approvals list | show ID | approve ID [--reason ...] | deny ID --reason ...`, acting as
+/// the authenticated user: (exit status, stdout, stderr).
+async fn approvals(
+    gw: &Gateway,
+    conn: &Connection,
+    args: &str,
+    eol: &str,
+) -> (u32, String, String) {
+    use crate::approval::command::{parse, Command};
+    let user = &conn.login.user;
+    let lines = |s: String| s.replace('\n', eol);
+    let command = match parse(args) {
+        Ok(c) => c,
+        Err(e) => return (2, String::new(), format!("vigil: {e}{eol}")),
+    };
+    let config = gw.config();
+    let now = crate::approval::now_ms();
+    let (approve, id, reason) = match command {
+        Command::List { all } => {
+            return match gw.approvals.list(all).await {
+                Ok(list) => {
+                    let mine: String = list
+                        .iter()
+                        .filter(|a| visible(a, user, config.directory.roles_of(user)))
+                        .map(|a| lines(a.describe(now)))
+                        .collect();
+                    if mine.is_empty() {
+                        (
+                            0,
+                            format!("no approval requests for you{eol}"),
+                            String::new(),
+                        )
+                    } else {
+                        (0, mine, String::new())
+                    }
+                }
+                Err(e) => (1, String::new(), format!("vigil: {e}{eol}")),
+            };
+        }
+        Command::Show(id) => {
+            return match gw.approvals.get(id).await {
+                Ok(Some(a)) if visible(&a, user, config.directory.roles_of(user)) => {
+                    (0, lines(a.describe(now)), String::new())
+                }
+                Ok(_) => (
+                    1,
+                    String::new(),
+                    format!("vigil: there is no approval request #{id} that you may see{eol}"),
+                ),
+                Err(e) => (1, String::new(), format!("vigil: {e}{eol}")),
+            };
+        }
+        Command::Approve { id, reason } => (true, id, reason),
+        Command::Deny { id, reason } => (false, id, reason),
+    };
+    match gw
+        .approvals
+        .decide(
+            &config,
+            &gw.audit,
+            user,
+            id,
+            approve,
+            reason.as_deref(),
+            conn.peer.map(|p| p.to_string()),
+        )
+        .await
+    {
+        Ok(a) => (
+            0,
+            format!(
+                "#{} {} by {user}; now {}{eol}",
+                a.id,
+                if approve { "approved" } else { "denied" },
+                a.state
+            ),
+            String::new(),
+        ),
+        Err(e) => (1, String::new(), format!("vigil: {e}{eol}")),
+    }
+}
+
+/// Over SSH a user sees their own requests and those they may decide on: a request shows the
+/// exact command or statement, which is for the requester and the approvers only.
+fn visible(a: &crate::approval::Approval, user: &str, roles: &[String]) -> bool {
+    a.requester == user || a.approvers.iter().any(|r| roles.contains(r))
 }
 
 fn whoami(gw: &Gateway, conn: &Connection, eol: &str) -> String {

@@ -1,5 +1,6 @@
 //! vigil's integration tests: one binary, real servers and real clients.
 
+mod approvals;
 mod audit;
 mod cli;
 mod golden;

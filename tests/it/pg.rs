@@ -18,7 +18,7 @@ pub struct PgBastion {
     pub server: PgServer,
     pub port: u16,
     running: Option<vigil::daemon::Running>,
-    rt: tokio::runtime::Runtime,
+    pub rt: tokio::runtime::Runtime,
 }
 
 impl PgBastion {
@@ -31,6 +31,12 @@ impl PgBastion {
     /// With extra `[server]` keys (TLS, limits). `server_extra` may use `{dir}` for the test's
     /// directory.
     pub fn start_with(server_extra: &str) -> PgBastion {
+        Self::start_full(server_extra, "")
+    }
+
+    /// With extra `[server]` keys and `extra` TOML at the end (users, roles, rules); the config
+    /// is also written to `vigil.toml` in the test's directory, for `vigil approvals`.
+    pub fn start_full(server_extra: &str, extra: &str) -> PgBastion {
         let env = Env::new();
         let server_extra = server_extra.replace("{dir}", &env.dir.path().display().to_string());
         let server = PgServer::start(Auth::ScramSha256, false);
@@ -96,12 +102,14 @@ target = "appdb"
 columns = ["public.users.email", "public.users.ssn"]
 method = "redact"
 except_roles = ["auditor"]
+{extra}
 "#,
             rcpt = env.secret.public(),
             addr = server.address(),
         );
         let config =
             Config::parse(&text, env.dir.path()).unwrap_or_else(|p| panic!("test config: {p:?}"));
+        std::fs::write(env.path("vigil.toml"), &text).unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -20,6 +20,7 @@ pub struct Bastion {
     pub port: u16,
     running: Option<vigil::daemon::Running>,
     rt: tokio::runtime::Runtime,
+    config: Config,
 }
 
 impl Bastion {
@@ -31,6 +32,11 @@ impl Bastion {
     /// carol (no role) and dave (tunneler: web1 with port, agent and X11 forwarding); target
     /// web1 is a real sshd; `mallory-host` pins the wrong host key.
     pub fn start_with(extra: &str) -> Bastion {
+        Self::start_full("", extra)
+    }
+
+    /// With extra `[server]` keys (`server_extra`) and `extra` TOML at the end.
+    pub fn start_full(server_extra: &str, extra: &str) -> Bastion {
         let env = Env::new();
         let key = |name: &str| demo::write_ssh_key(&env.path(name), name).unwrap();
         std::fs::create_dir_all(env.path("state/keys")).unwrap();
@@ -46,6 +52,7 @@ impl Bastion {
 ssh = "127.0.0.1:0"
 [server]
 host_key = "state/host_ed25519"
+{server_extra}
 [recording]
 store = "store"
 recipients = ["{rcpt}"]
@@ -119,7 +126,7 @@ message = "destructive commands are blocked"
             .enable_all()
             .build()
             .unwrap();
-        let running = rt.block_on(vigil::daemon::start(config)).unwrap();
+        let running = rt.block_on(vigil::daemon::start(config.clone())).unwrap();
         let port = running.ssh.unwrap().port();
         Bastion {
             env,
@@ -127,6 +134,7 @@ message = "destructive commands are blocked"
             port,
             running: Some(running),
             rt,
+            config,
         }
     }
 
@@ -135,6 +143,20 @@ message = "destructive commands are blocked"
         if let Some(r) = self.running.take() {
             self.rt.block_on(r.shutdown(Duration::from_secs(10)));
         }
+    }
+
+    /// Stops the bastion gracefully and starts it again with the same config and state (on a
+    /// new port).
+    pub fn restart(&mut self) {
+        if let Some(r) = self.running.take() {
+            self.rt.block_on(r.shutdown(Duration::from_secs(10)));
+        }
+        let running = self
+            .rt
+            .block_on(vigil::daemon::start(self.config.clone()))
+            .unwrap();
+        self.port = running.ssh.unwrap().port();
+        self.running = Some(running);
     }
 
     /// `ssh` with `who`'s key (a key file name) logging in as `login`.
