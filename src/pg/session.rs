@@ -885,14 +885,23 @@ impl Relay {
                 param_formats,
                 ..
             } => {
+                // A name vigil did not see parsed (a SQL PREPARE, or one made before a SQL
+                // PREPARE, DEALLOCATE or DISCARD that may have replaced it) has no decision:
+                // fail closed. And a second execution of an approved statement needs its own
+                // approval. Either way the Bind goes to a statement name that does not exist.
+                let refusal = if !self.statements.contains_key(&statement) {
+                    Some("vigil has no decision for this statement name (prepare it with Parse in this session; SQL PREPARE statements run with EXECUTE)")
+                } else if self.approved_once.get(&statement) == Some(&true) {
+                    Some("the approval covered one execution of this prepared statement; prepare it again to ask anew")
+                } else {
+                    None
+                };
                 match self.approved_once.get_mut(&statement) {
-                    // A second execution of an approved statement needs its own approval: the
-                    // Bind goes to a statement name that does not exist, and fails.
-                    Some(true) => {
+                    _ if refusal.is_some() => {
                         let d = Decision {
                             action: Action::Deny,
                             rule: None,
-                            message: "the approval covered one execution of this prepared statement; prepare it again to ask anew".into(),
+                            message: refusal.unwrap_or_default().into(),
                             approvers: Vec::new(),
                             incomplete: false,
                         };
@@ -1069,9 +1078,10 @@ impl Relay {
     fn forget_names(&mut self) {
         self.sql_prepared.clear();
         self.portals.clear();
-        for p in self.statements.values_mut() {
-            p.taints = Arc::new(Vec::new());
-        }
+        // A SQL DEALLOCATE then PREPARE can put other SQL behind a name vigil saw parsed: a
+        // later Bind to it is refused until the client parses it again.
+        self.statements.clear();
+        self.approved_once.clear();
     }
 
     /// A PREPARE or DECLARE that completed: its query's columns, for the EXECUTE or FETCH that

@@ -835,6 +835,20 @@ fn a_refused_statement_in_a_raw_pipeline_skips_to_sync_and_nothing_after_it_runs
         ],
         "{seen:?}"
     );
+    // A statement name vigil never saw parsed (SQL PREPARE) cannot be bound: fail closed.
+    buf.clear();
+    frontend::query("prepare q as select ssn from users", &mut buf).unwrap();
+    let seen = c.exchange(&buf);
+    assert_eq!(
+        seen,
+        ["CommandComplete PREPARE", "ReadyForQuery I"],
+        "{seen:?}"
+    );
+    buf.clear();
+    bind_execute(&mut buf, "q", "p2", 0, false);
+    frontend::sync(&mut buf);
+    let seen = c.exchange(&buf);
+    assert_eq!(seen, ["ErrorResponse 42501", "ReadyForQuery I"], "{seen:?}");
 }
 
 #[test]
