@@ -514,11 +514,7 @@ impl Session {
     /// leaves it unfinished may pass if the line alone is not refused; the command is judged
     /// whole when its last line arrives.
     fn decide_line(&self, line: &str, buffered: &mut String) -> Decision {
-        let joined = if buffered.is_empty() {
-            line.to_string()
-        } else {
-            format!("{buffered}\n{line}")
-        };
+        let joined = joined(buffered, line);
         let d = self.decide(&joined);
         if !d.incomplete {
             if d.action == Action::Allow {
@@ -1177,12 +1173,15 @@ impl Session {
         };
         for line in lines {
             let text = String::from_utf8_lossy(&line).into_owned();
+            // What the shell runs if the line goes through: the buffered start of a multi-line
+            // command and this line. That whole text is what an approver is shown.
+            let whole = joined(&relay.buffered, text.trim_end());
             let d = self.decide_line(text.trim_end_matches(['\n', '\r']), &mut relay.buffered);
             if !text.trim().is_empty() {
                 self.record_command("stdin", text.trim_end(), &d).await;
             }
             if d.action == Action::Review {
-                let held = self.hold(text.trim_end(), &d, false, None).await;
+                let held = self.hold(&whole, &d, false, None).await;
                 relay.deferred.extend(held.backlog);
                 if held.gone {
                     relay.client_gone = true;
@@ -1267,13 +1266,14 @@ impl Session {
                 if line.trim().is_empty() {
                     return Verdict::Allow;
                 }
+                let whole = joined(&relay.buffered, &line);
                 let d = self.decide_line(&line, &mut relay.buffered);
                 self.record_command("shell", &line, &d).await;
                 if d.action == Action::Allow {
                     return Verdict::Allow;
                 }
                 if d.action == Action::Review {
-                    let held = self.hold(&line, &d, true, Some(relay)).await;
+                    let held = self.hold(&whole, &d, true, Some(relay)).await;
                     relay.deferred.extend(held.backlog);
                     relay.client_gone |= held.gone;
                     if held.outcome.approved() {
@@ -1358,5 +1358,14 @@ fn sig_name(s: &Sig) -> String {
         Sig::TERM => "TERM".into(),
         Sig::USR1 => "USR1".into(),
         Sig::Custom(c) => c.clone(),
+    }
+}
+
+/// A line after the buffered start of a multi-line command: the text the shell runs.
+fn joined(buffered: &str, line: &str) -> String {
+    if buffered.is_empty() {
+        line.to_string()
+    } else {
+        format!("{buffered}\n{line}")
     }
 }
