@@ -50,6 +50,7 @@ impl Holder<'_> {
         sql: &str,
         d: &Decision,
         out: &mut W,
+        client_gone: impl std::future::Future<Output = ()>,
     ) -> Decision {
         let gw = self.gw;
         let ask = Ask {
@@ -95,6 +96,11 @@ impl Holder<'_> {
         gw.pg.set_held(self.key, Some(request.id));
         let outcome = tokio::select! {
             o = gw.approvals.wait(&gw.audit, request.id, &ask) => o,
+            () = client_gone => {
+                let why = "the client went away while it waited";
+                gw.approvals.cancel(&gw.audit, request.id, why).await;
+                Outcome::Failed(why.to_string())
+            }
             // The request stays pending in the store: once approved, the same statement sent
             // again (after the restart) uses the approval.
             _ = gw.cancelled() => Outcome::Failed(format!(

@@ -16,7 +16,7 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::codec::{Framed, FramedRead};
 
 use super::{
@@ -493,7 +493,7 @@ impl Relay {
                         return "client terminated the session".into();
                     }
                     Some(Ok(m)) => {
-                        self.hold(&m, &mut out).await;
+                        self.hold(&m, &mut out, &mut client).await;
                         if let Err(why) = self.on_client(m, up, &mut to_client).await {
                             let _ = out.write_all(&to_client).await;
                             return why;
@@ -588,7 +588,12 @@ impl Relay {
 
     /// A Query or Parse that a review rule holds waits here for its approval (`hold.rs`); the
     /// outcome replaces the decision when `on_client` handles the message.
-    async fn hold(&mut self, m: &Frontend, out: &mut WriteHalf<Box<dyn ClientStream>>) {
+    async fn hold(
+        &mut self,
+        m: &Frontend,
+        out: &mut WriteHalf<Box<dyn ClientStream>>,
+        client: &mut FramedRead<ReadHalf<Box<dyn ClientStream>>, FrontendCodec>,
+    ) {
         let text = match m {
             Frontend::Query { sql, .. } | Frontend::Parse { sql, .. } if !self.skipping => sql,
             _ => return,
@@ -604,7 +609,21 @@ impl Relay {
             target: &self.target,
             key: self.key,
         };
-        let outcome = holder.hold(text, &d, out).await;
+        // While it waits, what the client sends is kept for later (up to 1 MiB); its going
+        // away cancels the request, so that nothing runs for a requester who left.
+        let gone = async {
+            let mut chunk = [0u8; 8192];
+            loop {
+                if client.read_buffer().len() > 1 << 20 {
+                    std::future::pending::<()>().await;
+                }
+                match client.get_mut().read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => client.read_buffer_mut().extend_from_slice(&chunk[..n]),
+                }
+            }
+        };
+        let outcome = holder.hold(text, &d, out, gone).await;
         self.reviewed = Some((text.clone(), outcome));
     }
 
