@@ -55,6 +55,9 @@ struct Decided {
     /// DEALLOCATE, DECLARE, CLOSE, DISCARD), or cannot be classified: what vigil remembers
     /// about names may be stale afterwards.
     renames: bool,
+    /// The string can free a prepared statement's name (DEALLOCATE, DISCARD), so that a SQL
+    /// PREPARE may put other SQL behind a name vigil saw parsed; or it cannot be classified.
+    frees: bool,
 }
 
 /// A decision cached by a statement string's shape, with each statement's place in the shape's
@@ -716,11 +719,20 @@ impl Relay {
             }),
             Err(_) => true,
         };
+        let frees = match &analysis {
+            Ok(a) => a.statements.iter().any(|st| {
+                st.kinds
+                    .iter()
+                    .any(|k| k.starts_with("DEALLOCATE") || k.starts_with("DISCARD"))
+            }),
+            Err(_) => true,
+        };
         let entry = Decided {
             decision,
             taints: Arc::new(taints),
             texts: Arc::new(statement_texts(sql_text, &spans, |o| o)),
             renames,
+            frees,
         };
         if self.cache.len() + self.shapes.len() >= DECISION_CACHE || self.catalog_stale {
             self.cache.clear();
@@ -843,7 +855,7 @@ impl Relay {
                     None => {
                         self.audit_allowed(&text, &decided.decision);
                         if decided.renames {
-                            self.forget_names();
+                            self.forget_names(decided.frees);
                         }
                         up.feed(frame).await.map_err(|e| e.to_string())?;
                     }
@@ -865,6 +877,7 @@ impl Relay {
                     decision: d,
                     taints,
                     renames,
+                    frees,
                     ..
                 } = self.reviewed(&text, decided);
                 if held && d.action == Action::Allow {
@@ -873,7 +886,7 @@ impl Relay {
                     self.approved_once.remove(&name);
                 }
                 if renames && d.action == Action::Allow {
-                    self.forget_names();
+                    self.forget_names(frees);
                 }
                 if d.action != Action::Allow {
                     self.record_refused(&text, &d).await;
@@ -1094,13 +1107,19 @@ impl Relay {
     /// After a statement that creates or drops names: SQL-level prepared statements and cursors
     /// share their names with protocol statements and portals, so none of what vigil remembers
     /// is trusted any more. A name vigil does not know gets the strongest mask.
-    fn forget_names(&mut self) {
+    fn forget_names(&mut self, frees: bool) {
         self.sql_prepared.clear();
         self.portals.clear();
-        // A SQL DEALLOCATE then PREPARE can put other SQL behind a name vigil saw parsed: a
-        // later Bind to it is refused until the client parses it again.
-        self.statements.clear();
-        self.approved_once.clear();
+        for p in self.statements.values_mut() {
+            p.taints = Arc::new(Vec::new());
+        }
+        // A SQL DEALLOCATE (or DISCARD) then PREPARE can put other SQL behind a name vigil saw
+        // parsed: a later Bind to it is refused until the client parses it again. (PREPARE,
+        // DECLARE and CLOSE cannot replace an existing statement.)
+        if frees {
+            self.statements.clear();
+            self.approved_once.clear();
+        }
     }
 
     /// A PREPARE or DECLARE that completed: its query's columns, for the EXECUTE or FETCH that
