@@ -632,9 +632,12 @@ impl Relay {
 
     /// The decision for `sql_text` with a held statement's approval outcome applied; a review
     /// that did not wait (it cannot reach here) stays refused.
+    /// The held outcome is taken whatever the decision is now: a policy reload during the wait
+    /// can change it, and a stale approval must not wait for a later message of the same text.
     fn reviewed(&mut self, sql_text: &str, mut d: Decided) -> Decided {
+        let outcome = self.reviewed.take();
         if d.decision.action == Action::Review {
-            d.decision = match self.reviewed.take() {
+            d.decision = match outcome {
                 Some((text, outcome)) if text == sql_text => outcome,
                 _ => Decision {
                     action: Action::Deny,
