@@ -931,33 +931,30 @@ impl Relay {
                 } else {
                     None
                 };
-                match self.approved_once.get_mut(&statement) {
-                    _ if refusal.is_some() => {
-                        let d = Decision {
-                            action: Action::Deny,
-                            rule: None,
-                            message: refusal.unwrap_or_default().into(),
-                            approvers: Vec::new(),
-                            incomplete: false,
-                        };
-                        let text = self
-                            .statements
-                            .get(&statement)
-                            .map(|p| p.sql.clone())
-                            .unwrap_or_default();
-                        self.record_refused(&text, &d).await;
-                        up.feed(frame_bind_nothing(&portal))
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        self.expects.push_back(Expect::Refused(self.refusal(&d)));
-                        return Ok(());
-                    }
-                    Some(used) => {
-                        *used = true;
-                        up.feed(frame).await.map_err(|e| e.to_string())?;
-                    }
-                    None => up.feed(frame).await.map_err(|e| e.to_string())?,
+                if let Some(why) = refusal {
+                    let d = Decision {
+                        action: Action::Deny,
+                        rule: None,
+                        message: why.into(),
+                        approvers: Vec::new(),
+                        incomplete: false,
+                    };
+                    let text = self
+                        .statements
+                        .get(&statement)
+                        .map(|p| p.sql.clone())
+                        .unwrap_or_default();
+                    self.record_refused(&text, &d).await;
+                    up.feed(frame_bind_nothing(&portal))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    self.expects.push_back(Expect::Refused(self.refusal(&d)));
+                    return Ok(());
                 }
+                if let Some(used) = self.approved_once.get_mut(&statement) {
+                    *used = true;
+                }
+                up.feed(frame).await.map_err(|e| e.to_string())?;
                 self.expects.push_back(Expect::Bind);
                 let (sql_text, taints, decision) = match self.statements.get(&statement) {
                     Some(p) => (p.sql.clone(), p.taints.clone(), p.decision.clone()),
