@@ -25,25 +25,27 @@ pub const SIG_CONTEXT: &[u8] = b"vigil/audit/v1/checkpoint\n";
 const SIG_MEMBER: &[u8] = b",\"sig\":\"";
 
 #[derive(Serialize)]
-struct LineOut<'a> {
+struct LineOut<'a, E: Serialize> {
     seq: u64,
     time: &'a str,
     #[serde(flatten)]
-    event: &'a AuditEvent,
-    prev: String,
+    event: &'a E,
+    prev: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<&'a str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     segment_end: bool,
 }
 
-/// The canonical bytes of an event line (no newline).
-pub fn encode(seq: u64, time: &str, event: &AuditEvent, prev: &[u8; 32]) -> Vec<u8> {
+/// The canonical bytes of an event line (no newline). `event` is an `AuditEvent` or a borrowed
+/// view of one (`super::EventRef`): the same members in the same order.
+pub fn encode<E: Serialize>(seq: u64, time: &str, event: &E, prev: &[u8; 32]) -> Vec<u8> {
+    let mut hex_prev = [0u8; 64];
     let line = LineOut {
         seq,
         time,
         event,
-        prev: hex::encode(prev),
+        prev: hex_str(prev, &mut hex_prev),
         key: None,
         segment_end: false,
     };
@@ -66,11 +68,12 @@ pub fn encode_checkpoint(
         detail: Some(detail.to_string()),
         ..AuditEvent::new(CHECKPOINT)
     };
+    let mut hex_prev = [0u8; 64];
     let line = LineOut {
         seq,
         time,
         event: &event,
-        prev: hex::encode(prev),
+        prev: hex_str(prev, &mut hex_prev),
         key: Some(signer.public_openssh()),
         segment_end,
     };
@@ -81,6 +84,13 @@ pub fn encode_checkpoint(
     unsigned.extend_from_slice(B64.encode(sig).as_bytes());
     unsigned.extend_from_slice(b"\"}");
     unsigned
+}
+
+/// `hash` in lower-case hex, written into `buf`.
+fn hex_str<'a>(hash: &[u8; 32], buf: &'a mut [u8; 64]) -> &'a str {
+    // 32 bytes fill the 64 hex digits exactly; hex digits are UTF-8.
+    let _ = hex::encode_to_slice(hash, buf);
+    std::str::from_utf8(buf).unwrap_or_default()
 }
 
 pub fn hash(line: &[u8]) -> [u8; 32] {

@@ -4,8 +4,14 @@
 //! the recording store (formats/audit-v1.md).
 //!
 //! Invariant: the local file is the source of truth. A line is appended (one `write`) before
-//! `record` returns; the store only ever receives closed segments and checkpoints, later, from
-//! a task that may fail and retry without holding up or losing an event.
+//! `record` returns, with one exception: `command.allow` lines (one per allowed statement or
+//! command, the hot path) are chained at once but written in groups, at the latest
+//! `GROUP_WINDOW` later, and before any other line (so a deny, an authentication or a session
+//! event is never written ahead of an allow that happened before it). What this gives up: a
+//! crash of the vigil process (not a clean stop, which writes them) loses the allow lines of
+//! its last `GROUP_WINDOW`; the session recordings hold those statements too. The store only
+//! ever receives closed segments and checkpoints, later, from a task that may fail and retry
+//! without holding up or losing an event.
 
 pub mod chain;
 pub mod files;
@@ -65,6 +71,36 @@ impl AuditEvent {
         }
     }
 }
+
+/// The action of an allowed statement or command: its lines are written in groups.
+pub const ALLOW: &str = "command.allow";
+
+/// A borrowed `AuditEvent` for the per-statement line (`Audit::record_allowed`): the same
+/// members in the same order, so the line is the one `AuditEvent` would make, without copying
+/// the session's identity strings for every statement.
+#[derive(Serialize)]
+struct EventRef<'a> {
+    action: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protocol: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<&'a str>,
+}
+
+/// How long an allow line may wait in memory before it is written (see the module docs).
+pub const GROUP_WINDOW: Duration = Duration::from_millis(25);
+/// Waiting lines are written once they reach this many bytes.
+const GROUP_BYTES: usize = 64 << 10;
 
 /// The validated `[audit]` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,8 +163,25 @@ struct Writer {
     /// Lines written since the last checkpoint.
     unsealed: u64,
     pending: Vec<PendingCheckpoint>,
-    /// A write failed: the active file may end in part of a line, and this event is lost.
+    /// A write failed: the active file may end in part of a line, and what it held is lost
+    /// (said as "a `session.start` event is lost", or "3 events ... are lost").
     torn: Option<String>,
+    /// Lines chained but not written yet (allow lines, `GROUP_WINDOW`), how many, the action
+    /// of the last, and since when they wait with the chain state before the first of them
+    /// (what the chain goes back to when their write fails).
+    group: Vec<u8>,
+    group_lines: u64,
+    group_last: String,
+    group_since: Option<(Instant, u64, [u8; 32])>,
+}
+
+impl Drop for Writer {
+    /// Lines still waiting are written when the log is closed or dropped.
+    fn drop(&mut self) {
+        if let Err(e) = self.write_group() {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+    }
 }
 
 /// At most this many checkpoints wait for the store; older ones are still in their segments.
@@ -206,6 +259,10 @@ impl Audit {
             unsealed: 0,
             pending: Vec::new(),
             torn: None,
+            group: Vec::new(),
+            group_lines: 0,
+            group_last: String::new(),
+            group_since: None,
         };
         let audit = Audit {
             writer: Some(Mutex::new(writer)),
@@ -244,15 +301,50 @@ impl Audit {
             return;
         }
         let line = chain::encode(w.next_seq, &now(), &event, &w.prev);
-        if let Err(e) = w.append(line) {
-            tracing::error!(error = %e, action = %event.action, "cannot write the audit log");
-            w.torn = Some(event.action);
+        w.append_and_rotate(line, &event.action);
+    }
+
+    /// Appends the `command.allow` line of an allowed statement or command: `base` (the
+    /// session's identity) with `command` and `rule`. The same line `record` would write,
+    /// made without copying `base`; it waits up to `GROUP_WINDOW` to be written with others.
+    pub fn record_allowed(&self, base: &AuditEvent, command: &str, rule: Option<&str>) {
+        tracing::info!(target: "vigil::audit", action = ALLOW, user = ?base.user, target_name = ?base.target, "audit");
+        let Some(w) = &self.writer else {
+            return;
+        };
+        let capped = (command.len() > MAX_TEXT).then(|| {
+            let mut c = command.to_string();
+            cap(&mut c);
+            c
+        });
+        let event = EventRef {
+            action: ALLOW,
+            user: base.user.as_deref(),
+            source: base.source.as_deref(),
+            target: base.target.as_deref(),
+            session: base.session.as_deref(),
+            protocol: base.protocol.as_deref(),
+            command: Some(capped.as_deref().unwrap_or(command)),
+            rule,
+        };
+        let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = w.ready() {
+            tracing::error!(error = %e, "cannot write the audit log");
             return;
         }
-        if w.segment_bytes >= w.settings.rotate_size {
-            if let Err(e) = w.close_segment("rotate") {
-                tracing::error!(error = %e, "cannot close the audit log segment");
-            }
+        let line = chain::encode(w.next_seq, &now(), &event, &w.prev);
+        w.append_and_rotate(line, ALLOW);
+    }
+
+    /// Writes the waiting allow lines once the oldest has waited `GROUP_WINDOW` (the daemon
+    /// calls this every `GROUP_WINDOW`).
+    pub fn flush_due(&self) {
+        let Some(w) = &self.writer else {
+            return;
+        };
+        let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
+        if w.group_due() {
+            w.flush_group();
         }
     }
 
@@ -263,11 +355,11 @@ impl Audit {
             return;
         };
         let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
-        let result = if w.segment_first.is_some()
+        let result = if (w.segment_first.is_some() || w.group_lines > 0)
             && w.segment_opened.elapsed() >= w.settings.rotate_interval
         {
             w.close_segment("rotate")
-        } else if w.unsealed > 0 {
+        } else if w.unsealed > 0 || w.group_lines > 0 {
             w.checkpoint("interval", false)
         } else {
             Ok(())
@@ -328,15 +420,77 @@ impl Writer {
         Ok(())
     }
 
-    fn append(&mut self, mut line: Vec<u8>) -> std::io::Result<()> {
+    /// `append`, with the errors logged, then closing the segment once it is full.
+    fn append_and_rotate(&mut self, line: Vec<u8>, action: &str) {
+        if let Err(e) = self.append(line, action) {
+            tracing::error!(error = %e, %action, "cannot write the audit log");
+            return;
+        }
+        if self.segment_bytes >= self.settings.rotate_size {
+            if let Err(e) = self.close_segment("rotate") {
+                tracing::error!(error = %e, "cannot close the audit log segment");
+            }
+        }
+    }
+
+    /// Chains `line` and writes it, with the lines waiting before it, in one `write`; an allow
+    /// line waits instead (up to `GROUP_WINDOW` or `GROUP_BYTES`).
+    fn append(&mut self, mut line: Vec<u8>, action: &str) -> std::io::Result<()> {
         let h = chain::hash(&line);
         line.push(b'\n');
-        self.file.write_all(&line)?;
-        self.segment_first.get_or_insert(self.next_seq);
-        self.segment_bytes += line.len() as u64;
+        if self.group_since.is_none() {
+            self.group_since = Some((Instant::now(), self.next_seq, self.prev));
+        }
+        self.group.extend_from_slice(&line);
+        self.group_lines += 1;
+        self.group_last.clear();
+        self.group_last.push_str(action);
         self.prev = h;
         self.next_seq += 1;
-        self.unsealed += 1;
+        if action == ALLOW && self.group.len() < GROUP_BYTES && !self.group_due() {
+            return Ok(());
+        }
+        self.write_group()
+    }
+
+    fn group_due(&self) -> bool {
+        self.group_since
+            .is_some_and(|(since, ..)| since.elapsed() >= GROUP_WINDOW)
+    }
+
+    /// `write_group`, with a failure logged (it is recorded in the log with the next line).
+    fn flush_group(&mut self) {
+        if let Err(e) = self.write_group() {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+    }
+
+    /// Writes the waiting lines. When that fails they are lost: the chain goes back to the
+    /// line before them, and the next line is an `audit.break` that says what was lost.
+    fn write_group(&mut self) -> std::io::Result<()> {
+        let Some((_, first_seq, first_prev)) = self.group_since.take() else {
+            return Ok(());
+        };
+        let lines = std::mem::take(&mut self.group_lines);
+        let written = self.file.write_all(&self.group);
+        let len = self.group.len() as u64;
+        self.group.clear();
+        if let Err(e) = written {
+            self.next_seq = first_seq;
+            self.prev = first_prev;
+            self.torn = Some(match lines {
+                1 => format!("a `{}` event is lost", self.group_last),
+                n => format!(
+                    "{n} events, seq {first_seq} to {} (the last a `{}`), are lost",
+                    first_seq + n - 1,
+                    self.group_last
+                ),
+            });
+            return Err(e);
+        }
+        self.segment_first.get_or_insert(first_seq);
+        self.segment_bytes += len;
+        self.unsealed += lines;
         Ok(())
     }
 
@@ -345,10 +499,7 @@ impl Writer {
         let seq = self.next_seq;
         let line =
             chain::encode_checkpoint(seq, &now(), detail, &self.prev, segment_end, &self.signer);
-        if let Err(e) = self.append(line.clone()) {
-            self.torn = Some(chain::CHECKPOINT.into());
-            return Err(e);
-        }
+        self.append(line.clone(), chain::CHECKPOINT)?;
         self.file.sync_data()?;
         self.unsealed = 0;
         self.pending.push(PendingCheckpoint { seq, line });
@@ -369,14 +520,14 @@ impl Writer {
         self.torn = None;
         let event = AuditEvent {
             detail: Some(format!(
-                "a write to the audit log failed after seq {}: a `{lost}` event is lost ({} bytes of it were cut)",
+                "a write to the audit log failed after seq {}: {lost} ({} bytes of it were cut)",
                 self.next_seq.saturating_sub(1),
                 len.saturating_sub(self.segment_bytes)
             )),
             ..AuditEvent::new(chain::BREAK)
         };
         let line = chain::encode(self.next_seq, &now(), &event, &self.prev);
-        if let Err(e) = self.append(line) {
+        if let Err(e) = self.append(line, chain::BREAK) {
             self.torn = Some(lost.to_string());
             return Err(e);
         }
@@ -387,6 +538,7 @@ impl Writer {
     /// the next line goes to a new active file. Nothing to do while it is empty.
     fn close_segment(&mut self, why: &str) -> std::io::Result<()> {
         self.ready()?;
+        self.write_group()?;
         let Some(first) = self.segment_first else {
             return Ok(());
         };
@@ -558,7 +710,7 @@ mod tests {
             .write_all(b"{\"seq\":1,\"time")
             .unwrap();
         if let Some(w) = &a.writer {
-            w.lock().unwrap().torn = Some("session.start".into());
+            w.lock().unwrap().torn = Some("a `session.start` event is lost".into());
         }
         a.record(AuditEvent::new("auth.failure"));
         let text = std::fs::read_to_string(&path).unwrap();
@@ -567,6 +719,95 @@ mod tests {
         assert!(lines[1].starts_with("{\"seq\":1,") && lines[1].contains("audit.break"));
         assert!(lines[1].contains("a `session.start` event is lost (14 bytes of it were cut)"));
         assert!(lines[2].starts_with("{\"seq\":2,") && lines[2].contains("auth.failure"));
+        assert_eq!(verify(dir.path()).fault, None);
+    }
+
+    fn actions(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| chain::Entry::parse(l.as_bytes()).unwrap().event.action)
+            .collect()
+    }
+
+    #[test]
+    fn allow_lines_wait_for_their_group_and_never_trail_a_later_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let a = open(dir.path(), 1 << 20);
+        let base = AuditEvent {
+            user: Some("alice".into()),
+            session: Some("s1".into()),
+            ..AuditEvent::default()
+        };
+        a.record(AuditEvent::new("session.start"));
+        a.record_allowed(&base, "select 1", None);
+        a.record_allowed(&base, "select 2", Some("r"));
+        // Within the window the two allow lines are chained but not written.
+        a.flush_due();
+        assert_eq!(actions(&path), ["session.start"]);
+        // Any other event writes them first, in order, in the same write.
+        a.record(AuditEvent::new("command.deny"));
+        assert_eq!(
+            actions(&path),
+            ["session.start", ALLOW, ALLOW, "command.deny"]
+        );
+        // The borrowed line is the line an AuditEvent makes.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let second = chain::Entry::parse(text.lines().nth(2).unwrap().as_bytes()).unwrap();
+        assert_eq!(
+            second.event,
+            AuditEvent {
+                action: ALLOW.into(),
+                command: Some("select 2".into()),
+                rule: Some("r".into()),
+                ..base.clone()
+            }
+        );
+        // Alone, they are written once the window has passed.
+        a.record_allowed(&base, "select 3", None);
+        std::thread::sleep(GROUP_WINDOW + Duration::from_millis(5));
+        a.flush_due();
+        assert_eq!(actions(&path).len(), 5);
+        // A checkpoint covers waiting lines; dropping the log writes them too.
+        a.record_allowed(&base, "select 4", None);
+        a.tick();
+        assert_eq!(actions(&path)[5..], [ALLOW, chain::CHECKPOINT]);
+        a.record_allowed(&base, "select 5", None);
+        drop(a);
+        assert_eq!(actions(&path).last().map(String::as_str), Some(ALLOW));
+        let r = verify(dir.path());
+        assert_eq!(r.fault, None, "{:?}", r.fault);
+        assert_eq!(r.lines, 8);
+    }
+
+    #[test]
+    fn a_group_whose_write_fails_is_recorded_as_lost_and_not_built_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let a = open(dir.path(), 1 << 20);
+        let base = AuditEvent::default();
+        a.record(AuditEvent::new("session.start"));
+        for i in 0..3 {
+            a.record_allowed(&base, &format!("select {i}"), None);
+        }
+        // The group's write fails (a file the log cannot write to), then the file is back.
+        let w = a.writer.as_ref().unwrap();
+        let good = std::mem::replace(&mut w.lock().unwrap().file, File::open(&path).unwrap());
+        a.record(AuditEvent::new("command.deny"));
+        w.lock().unwrap().file = good;
+        a.record(AuditEvent::new("session.end"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            actions(&path),
+            ["session.start", chain::BREAK, "session.end"],
+            "{text}"
+        );
+        assert!(
+            text.contains("4 events, seq 1 to 4 (the last a `command.deny`), are lost"),
+            "{text}"
+        );
+        assert!(text.lines().nth(1).unwrap().starts_with("{\"seq\":1,"));
         assert_eq!(verify(dir.path()).fault, None);
     }
 }

@@ -232,6 +232,22 @@ async fn audit_loop(
     interval: Duration,
     stop: CancellationToken,
 ) {
+    // Waiting allow lines are written within `GROUP_WINDOW`, by a task of their own: a slow
+    // shipping round must not hold them.
+    let flusher = {
+        let gw = gw.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(audit::GROUP_WINDOW);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => gw.audit.flush_due(),
+                }
+            }
+        })
+    };
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -246,6 +262,7 @@ async fn audit_loop(
             _ = shipper.ship(&gw.audit) => {}
         }
     }
+    let _ = flusher.await;
     gw.audit.close();
     let _ = shipper.ship(&gw.audit).await;
 }

@@ -799,15 +799,12 @@ impl Relay {
         });
     }
 
-    /// Allowed statements are decisions too: one audit line each (format, hash, one write;
-    /// `cargo bench --bench audit`).
+    /// Allowed statements are decisions too: one audit line each, chained at once and written
+    /// in groups (`audit::GROUP_WINDOW`; `cargo bench --bench audit`).
     fn audit_allowed(&self, sql_text: &str, d: &Decision) {
-        self.gw.audit.record(AuditEvent {
-            action: "command.allow".into(),
-            command: Some(sql_text.to_string()),
-            rule: d.rule.clone(),
-            ..self.audit.clone()
-        });
+        self.gw
+            .audit
+            .record_allowed(&self.audit, sql_text, d.rule.as_deref());
     }
 
     async fn on_client(
@@ -1283,38 +1280,39 @@ impl Relay {
                         return Err("the target sent rows vigil cannot place; the session is closed so that nothing passes unmasked".into());
                     }
                 };
-                let frame = row.frame().clone();
-                let out = if run.plan.iter().any(Option::is_some) {
-                    let body = frame.get(5..).unwrap_or_default();
-                    match self.masker.rewrite_data_row(body, &run.plan) {
+                // What the client gets: the row as it came, or rebuilt with its masked values.
+                let masked = if run.plan.iter().any(Option::is_some) {
+                    let body = row.frame().get(5..).unwrap_or_default();
+                    let rebuilt = match self.masker.rewrite_data_row(body, &run.plan) {
                         Ok(b) => message(b'D', &b),
                         Err(e) => return Err(format!("cannot mask a row: {e}")),
+                    };
+                    match backend::parse_frame(rebuilt) {
+                        Ok(Backend::DataRow(m)) => Some(m),
+                        _ => return Err("vigil built a malformed masked row".into()),
                     }
                 } else {
-                    frame
+                    None
                 };
+                let sent = masked.as_ref().unwrap_or(&row);
                 run.count += 1;
                 if run.count <= max_rows {
-                    if let Ok(Backend::DataRow(masked)) = backend::parse_frame(out.clone()) {
-                        let binary: Vec<bool> = run
-                            .plan
-                            .iter()
-                            .map(|p| p.is_some_and(|m| m.binary))
-                            .collect();
-                        run.rows.push(
-                            masked
-                                .values()
-                                .enumerate()
-                                .map(|(i, v)| {
-                                    v.map(|b| show(b, binary.get(i).copied().unwrap_or(false)))
-                                })
-                                .collect(),
-                        );
-                    }
+                    let plan = &run.plan;
+                    // Binary values are recorded as hex; the plan knows the formats of masked
+                    // columns only, so the others are recorded as text (lossy UTF-8).
+                    let recorded = sent
+                        .values()
+                        .enumerate()
+                        .map(|(i, v)| {
+                            let binary = plan.get(i).is_some_and(|p| p.is_some_and(|m| m.binary));
+                            v.map(|b| show(b, binary))
+                        })
+                        .collect();
+                    run.rows.push(recorded);
                 } else {
                     run.truncated = true;
                 }
-                to_client.extend_from_slice(&out);
+                to_client.extend_from_slice(sent.frame());
             }
             Backend::CommandComplete { frame, tag } => {
                 let _ = tag;
@@ -1614,7 +1612,11 @@ fn recorded(d: &Decision) -> Recorded {
 /// A value for the recording: text as text, binary as `\x` hex.
 fn show(b: &[u8], binary: bool) -> String {
     if binary {
-        format!("\\x{}", hex::encode(b))
+        let mut out = vec![0u8; 2 + 2 * b.len()];
+        out[..2].copy_from_slice(b"\\x");
+        // The buffer is exactly twice the input long, and hex digits are UTF-8.
+        let _ = hex::encode_to_slice(b, &mut out[2..]);
+        String::from_utf8(out).unwrap_or_default()
     } else {
         String::from_utf8_lossy(b).into_owned()
     }

@@ -230,6 +230,9 @@ pub struct MaskCatalog {
     by_oid: HashMap<u32, usize>,
     by_name: HashMap<String, Vec<usize>>,
     functions: HashMap<String, FunctionRisk>,
+    /// `strongest()`, computed once (the proxy asks for every row); every method that changes
+    /// a mask or a relation empties it.
+    strongest: std::sync::OnceLock<Option<Method>>,
 }
 
 impl MaskCatalog {
@@ -240,6 +243,7 @@ impl MaskCatalog {
     /// A configured mask (`[[mask]] columns = ["schema.table.column"]`). Given twice, the
     /// stronger method stays.
     pub fn add_mask(&mut self, schema: &str, table: &str, column: &str, method: Method) {
+        self.strongest.take();
         let key = (schema.to_owned(), table.to_owned(), column.to_owned());
         let m = self.masks.entry(key).or_insert(method);
         *m = (*m).max(method);
@@ -314,6 +318,7 @@ impl MaskCatalog {
     /// Sets a view's column masks (one per column, as [`view_taint`] returns them). False when no
     /// view has this OID.
     pub fn set_view_masks(&mut self, oid: u32, masks: &[Option<Method>]) -> bool {
+        self.strongest.take();
         let Some(r) = self
             .by_oid
             .get(&oid)
@@ -334,6 +339,7 @@ impl MaskCatalog {
     /// over views included, in any order: repeats [`view_taint`] until nothing changes (masks
     /// only grow, so this ends).
     pub fn derive_view_masks(&mut self, definitions: &[(u32, &str)]) {
+        self.strongest.take();
         loop {
             let mut changed = false;
             for &(oid, sql) in definitions {
@@ -393,12 +399,15 @@ impl MaskCatalog {
 
     /// The strongest mask in the catalog: what vigil masks with when it knows nothing better.
     pub fn strongest(&self) -> Option<Method> {
-        let configured = self.masks.values().copied().max();
-        let views = self.relations.iter().filter_map(Relation::strongest).max();
-        configured.max(views)
+        *self.strongest.get_or_init(|| {
+            let configured = self.masks.values().copied().max();
+            let views = self.relations.iter().filter_map(Relation::strongest).max();
+            configured.max(views)
+        })
     }
 
     fn insert(&mut self, rel: Relation) {
+        self.strongest.take();
         match self.by_oid.get(&rel.oid).copied() {
             Some(i) => {
                 if let Some(slot) = self.relations.get_mut(i) {
