@@ -921,42 +921,39 @@ impl Relay {
                 // PREPARE, DEALLOCATE or DISCARD that may have replaced it) has no decision:
                 // fail closed. And a second execution of an approved statement needs its own
                 // approval. Either way the Bind goes to a statement name that does not exist.
-                let refusal = if !self.statements.contains_key(&statement) {
-                    Some("vigil has no decision for this statement name (prepare it with Parse in this session; SQL PREPARE statements run with EXECUTE)")
-                } else if self.approved_once.get(&statement) == Some(&true) {
-                    Some("the approval covered one execution of this prepared statement; prepare it again to ask anew")
-                } else {
-                    None
+                let bound = self
+                    .statements
+                    .get(&statement)
+                    .map(|p| (p.sql.clone(), p.taints.clone(), p.decision.clone()));
+                let refusal = match &bound {
+                    None => Some("vigil has no decision for this statement name (prepare it with Parse in this session; SQL PREPARE statements run with EXECUTE)"),
+                    Some(_) if self.approved_once.get(&statement) == Some(&true) => Some("the approval covered one execution of this prepared statement; prepare it again to ask anew"),
+                    Some(_) => None,
                 };
-                if let Some(why) = refusal {
-                    let d = Decision {
-                        action: Action::Deny,
-                        rule: None,
-                        message: why.into(),
-                        approvers: Vec::new(),
-                        incomplete: false,
-                    };
-                    let text = self
-                        .statements
-                        .get(&statement)
-                        .map(|p| p.sql.clone())
-                        .unwrap_or_default();
-                    self.record_refused(&text, &d).await;
-                    up.feed(frame_bind_nothing(&portal))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    self.expects.push_back(Expect::Refused(self.refusal(&d)));
-                    return Ok(());
-                }
+                let (sql_text, taints, decision) = match (bound, refusal) {
+                    (Some(b), None) => b,
+                    (bound, why) => {
+                        let d = Decision {
+                            action: Action::Deny,
+                            rule: None,
+                            message: why.unwrap_or_default().into(),
+                            approvers: Vec::new(),
+                            incomplete: false,
+                        };
+                        let text = bound.map(|(sql, ..)| sql).unwrap_or_default();
+                        self.record_refused(&text, &d).await;
+                        up.feed(frame_bind_nothing(&portal))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        self.expects.push_back(Expect::Refused(self.refusal(&d)));
+                        return Ok(());
+                    }
+                };
                 if let Some(used) = self.approved_once.get_mut(&statement) {
                     *used = true;
                 }
                 up.feed(frame).await.map_err(|e| e.to_string())?;
                 self.expects.push_back(Expect::Bind);
-                let (sql_text, taints, decision) = match self.statements.get(&statement) {
-                    Some(p) => (p.sql.clone(), p.taints.clone(), p.decision.clone()),
-                    None => (String::new(), Arc::new(Vec::new()), Decision::allow()),
-                };
                 let params = params
                     .iter()
                     .enumerate()

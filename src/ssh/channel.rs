@@ -1175,8 +1175,10 @@ impl Session {
             let text = String::from_utf8_lossy(&line).into_owned();
             // What the shell runs if the line goes through: the buffered start of a multi-line
             // command and this line. That whole text is what an approver is shown.
-            let whole = joined(&relay.buffered, text.trim_end());
-            let d = self.decide_line(text.trim_end_matches(['\n', '\r']), &mut relay.buffered);
+            // (Trimmed as the decision's text is: the approver sees exactly what was judged.)
+            let judged = text.trim_end_matches(['\n', '\r']);
+            let whole = joined(&relay.buffered, judged);
+            let d = self.decide_line(judged, &mut relay.buffered);
             if !text.trim().is_empty() {
                 self.record_command("stdin", text.trim_end(), &d).await;
             }
