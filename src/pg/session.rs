@@ -36,7 +36,7 @@ use crate::{
     daemon::Gateway,
     policy::{
         mask::{self, FunctionRisk, MaskCatalog, Method, OutputTaint},
-        sql, Action, Decision,
+        sql, Action, Decision, Policy,
     },
     recording::{
         event::{Decision as Recorded, ErrorEvent, Event, Exit, Query, Rows},
@@ -216,8 +216,11 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
     let params = upstream.params.clone();
     let upstream_key = upstream.backend_key;
     let mut up = upstream.into_framed(max_len);
+    // The policy goes with the config the catalog is read from: the first to compare against.
+    let policy = gw.policy();
     let config = gw.config();
     let roles = config.directory.roles_of(&user).to_vec();
+    let mask_settings = mask_settings(&config, &target.name, &roles);
     let catalog = match load_catalog(&mut up, &config, &target.name, &roles).await {
         Ok(c) => c,
         Err(e) => {
@@ -249,7 +252,12 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
     let mut relay = Relay {
         gw: gw.clone(),
         target: target.name.clone(),
+        user: user.clone(),
         roles,
+        policy,
+        reloads: 0,
+        mask_settings,
+        masks_pending: false,
         catalog: Arc::new(catalog),
         masker: Masker::new(gw.pg.secret()),
         recorder,
@@ -414,6 +422,8 @@ struct Prepared {
     sql: String,
     taints: Arc<Vec<OutputTaint>>,
     decision: Decision,
+    /// The `Relay::reloads` it was decided under: after a reload a Bind decides it again.
+    reloads: u64,
 }
 
 /// What a Bind made: the statement behind the portal. Its columns come from vigil's Describe
@@ -430,7 +440,18 @@ struct Portal {
 struct Relay {
     gw: Arc<Gateway>,
     target: String,
+    user: String,
     roles: Vec<String>,
+    /// The policy the cached decisions, the roles and the catalog's masks were made with; a
+    /// reload (SIGHUP) replaces it, and with it all of them (`Relay::follow_reload`).
+    policy: Arc<Policy>,
+    /// How many reloads this session has followed.
+    reloads: u64,
+    /// The `[[mask]]` settings the catalog was read with (`mask_settings`).
+    mask_settings: Vec<(String, Method)>,
+    /// A reload changed them while the session was busy: until the catalog is read again (at
+    /// the next idle point), every value, notice and error that comes back is withheld.
+    masks_pending: bool,
     catalog: Arc<MaskCatalog>,
     masker: Masker,
     recorder: Recorder,
@@ -496,6 +517,11 @@ impl Relay {
                         return "client terminated the session".into();
                     }
                     Some(Ok(m)) => {
+                        // A reload is followed before the statement is judged, held or sent.
+                        if let Err(why) = self.follow_reload(up).await {
+                            let _ = out.write_all(&backend::error_response(Severity::Fatal, "57P01", &format!("vigil: {why}"), None)).await;
+                            return why;
+                        }
                         self.hold(&m, &mut out, &mut client).await;
                         if let Err(why) = self.on_client(m, up, &mut to_client).await {
                             let _ = out.write_all(&to_client).await;
@@ -670,8 +696,7 @@ impl Relay {
             Err(e) => Err(e.clone()),
         };
         let mut decision = self
-            .gw
-            .policy()
+            .policy
             .check_sql(&self.roles, &self.target, analysis.as_ref());
         let taints: Vec<OutputTaint> = if self.catalog.has_masks() {
             mask::analyze_parsed(&self.catalog, parsed.as_ref())
@@ -769,6 +794,70 @@ impl Relay {
         entry
     }
 
+    /// After a config reload (SIGHUP) the session decides with the new policy and the user's
+    /// new roles: nothing decided before is reused. When the masks that apply to this user
+    /// changed, the masked columns are read again before the next statement goes upstream;
+    /// that needs the session to be idle (nothing pending, no transaction open). Until it is,
+    /// everything that comes back is withheld (`masks_pending`): nothing passes with the old
+    /// masks.
+    async fn follow_reload(&mut self, up: &mut Up) -> Result<(), String> {
+        let now = self.gw.policy();
+        if Arc::ptr_eq(&now, &self.policy) {
+            return Ok(());
+        }
+        let config = self.gw.config();
+        let roles = config.directory.roles_of(&self.user).to_vec();
+        let masks_changed = mask_settings(&config, &self.target, &roles) != self.mask_settings;
+        self.policy = now;
+        self.reloads += 1;
+        self.roles = roles;
+        self.cache.clear();
+        self.shapes.clear();
+        if !masks_changed {
+            return Ok(());
+        }
+        let idle = self.expects.is_empty()
+            && self.answered_syncs == self.client_syncs
+            && !self.open_batch
+            && !self.skipping
+            && !self.copy_in
+            && self.status == TransactionStatus::Idle;
+        if !idle {
+            self.masks_pending = true;
+            self.catalog_stale = true;
+            return Ok(());
+        }
+        self.reload_catalog(up).await
+    }
+
+    /// Whether anything coming back may need masking.
+    fn masks_apply(&self) -> bool {
+        self.masks_pending || self.catalog.has_masks()
+    }
+
+    /// A statement parsed under an earlier policy is decided again before a Bind runs it. One
+    /// that a review allowed stays as it is only if the new policy still allows it outright.
+    fn redecide_after_reload(&mut self, name: &str) {
+        let Some(text) = self
+            .statements
+            .get(name)
+            .filter(|p| p.reloads != self.reloads)
+            .map(|p| p.sql.clone())
+        else {
+            return;
+        };
+        let d = self.decide(&text);
+        if let Some(p) = self.statements.get_mut(name) {
+            // A statement refused at Parse stays refused (the target never prepared it).
+            if p.decision.action == Action::Allow {
+                p.decision = d.decision;
+                p.taints = d.taints;
+            }
+            p.reloads = self.reloads;
+        }
+        self.approved_once.remove(name);
+    }
+
     fn refusal(&self, d: &Decision) -> Bytes {
         backend::error_response(
             Severity::Error,
@@ -813,6 +902,15 @@ impl Relay {
         up: &mut Up,
         to_client: &mut BytesMut,
     ) -> Result<(), String> {
+        if let Err(why) = self.follow_reload(up).await {
+            to_client.extend_from_slice(&backend::error_response(
+                Severity::Fatal,
+                "57P01",
+                &format!("vigil: {why}"),
+                None,
+            ));
+            return Err(why);
+        }
         // The portal the client's previous message described (a Flush in between keeps it).
         let described = match m {
             Frontend::Flush { .. } => self.described.clone(),
@@ -906,6 +1004,7 @@ impl Relay {
                         sql: text,
                         taints,
                         decision: d,
+                        reloads: self.reloads,
                     },
                 );
             }
@@ -921,6 +1020,7 @@ impl Relay {
                 // PREPARE, DEALLOCATE or DISCARD that may have replaced it) has no decision:
                 // fail closed. And a second execution of an approved statement needs its own
                 // approval. Either way the Bind goes to a statement name that does not exist.
+                self.redecide_after_reload(&statement);
                 let bound = self
                     .statements
                     .get(&statement)
@@ -928,6 +1028,7 @@ impl Relay {
                 let refusal = match &bound {
                     None => Some("vigil has no decision for this statement name (prepare it with Parse in this session; SQL PREPARE statements run with EXECUTE)"),
                     Some(_) if self.approved_once.get(&statement) == Some(&true) => Some("the approval covered one execution of this prepared statement; prepare it again to ask anew"),
+                    Some((_, _, d)) if d.action != Action::Allow => Some("the policy does not allow this prepared statement (it was refused when prepared, or the config was reloaded since)"),
                     Some(_) => None,
                 };
                 let (sql_text, taints, decision) = match (bound, refusal) {
@@ -1163,6 +1264,19 @@ impl Relay {
         fields: &[FieldDescription],
         taint: Option<&OutputTaint>,
     ) -> Vec<Option<ColumnMask>> {
+        if self.masks_pending {
+            // The masks changed with a reload and are not read yet: every value is withheld.
+            return fields
+                .iter()
+                .map(|f| {
+                    Some(ColumnMask {
+                        method: Method::Null,
+                        type_oid: f.type_oid,
+                        binary: f.format == 1,
+                    })
+                })
+                .collect();
+        }
         if !self.catalog.has_masks() {
             return Vec::new();
         }
@@ -1268,7 +1382,7 @@ impl Relay {
             },
             Backend::DataRow(row) => {
                 let max_rows = self.max_rows;
-                let has_masks = self.catalog.has_masks();
+                let has_masks = self.masks_apply();
                 let run = match self.expects.front_mut() {
                     // Rows of a simple Query follow their RowDescription, which plans them.
                     Some(Expect::Query(run, _)) if run.planned || !has_masks => run,
@@ -1328,6 +1442,7 @@ impl Relay {
                 to_client.extend_from_slice(&frame);
             }
             Backend::CopyOutResponse { frame, copy } => {
+                let masks_apply = self.masks_apply();
                 let masked = match self.expects.front_mut() {
                     Some(Expect::Query(run, _)) | Some(Expect::Execute(run)) => {
                         let n = copy.column_formats.len();
@@ -1335,6 +1450,7 @@ impl Relay {
                         let plan: Vec<Option<ColumnMask>> = (0..n)
                             .map(|i| {
                                 let m = match t {
+                                    _ if self.masks_pending => Some(Method::Null),
                                     Some(t) => t.column(i, n).method(),
                                     None => self.catalog.strongest(),
                                 };
@@ -1348,7 +1464,7 @@ impl Relay {
                         run.plan = Arc::new(plan);
                         run.plan.iter().any(Option::is_some)
                     }
-                    _ if self.catalog.has_masks() => {
+                    _ if masks_apply => {
                         return Err("COPY output vigil cannot place; the session is closed so that nothing passes unmasked".into());
                     }
                     _ => false,
@@ -1374,7 +1490,7 @@ impl Relay {
                         }
                     }
                     Some(Expect::Query(..)) | Some(Expect::Execute(_)) => frame,
-                    _ if self.catalog.has_masks() => {
+                    _ if self.masks_apply() => {
                         return Err("COPY data vigil cannot place; the session is closed so that nothing passes unmasked".into());
                     }
                     _ => frame,
@@ -1392,12 +1508,13 @@ impl Relay {
             | Backend::ParameterStatus { frame, .. }
             | Backend::NotificationResponse { frame, .. } => to_client.extend_from_slice(&frame),
             Backend::NoticeResponse { frame, fields } => {
-                let redact = match self.expects.front() {
-                    Some(Expect::Query(run, _)) | Some(Expect::Execute(run)) => {
-                        run.references_masked()
-                    }
-                    _ => false,
-                };
+                let redact = self.masks_pending
+                    || match self.expects.front() {
+                        Some(Expect::Query(run, _)) | Some(Expect::Execute(run)) => {
+                            run.references_masked()
+                        }
+                        _ => false,
+                    };
                 if redact {
                     to_client.extend_from_slice(&backend::notice_response(
                         Severity::Notice,
@@ -1457,8 +1574,9 @@ impl Relay {
             _ => None,
         };
         let withheld = ours.is_none()
-            && (matches!(self.expects.front(), Some(Expect::Sync) | None)
-                && self.catalog.has_masks()
+            && (self.masks_pending
+                || matches!(self.expects.front(), Some(Expect::Sync) | None)
+                    && self.catalog.has_masks()
                 || matches!(self.expects.front(),
                     Some(Expect::Query(run, _)) | Some(Expect::Execute(run)) if run.references_masked()));
         let (message, code) = match &ours {
@@ -1473,12 +1591,14 @@ impl Relay {
                 code: Some(code),
             }))
             .await;
-        let masked_statement = match self.expects.front() {
-            Some(Expect::Query(run, _)) | Some(Expect::Execute(run)) => run.references_masked(),
-            _ => false,
-        };
+        let masked_statement = self.masks_pending
+            || match self.expects.front() {
+                Some(Expect::Query(run, _)) | Some(Expect::Execute(run)) => run.references_masked(),
+                _ => false,
+            };
         let redacted =
             || backend::error_response(Severity::Error, fields.code(), WITHHELD_ERROR, None);
+        let masks_apply = self.masks_apply();
         match self.expects.front_mut() {
             Some(Expect::Query(run, refused)) => {
                 match refused.take() {
@@ -1490,9 +1610,7 @@ impl Relay {
                 run.index = usize::MAX;
             }
             // An error at Sync (a deferred constraint at COMMIT) may quote any value.
-            Some(Expect::Sync) | None if self.catalog.has_masks() => {
-                to_client.extend_from_slice(&redacted())
-            }
+            Some(Expect::Sync) | None if masks_apply => to_client.extend_from_slice(&redacted()),
             Some(Expect::Sync) | None => to_client.extend_from_slice(&frame),
             Some(_) => {
                 match self.expects.pop_front() {
@@ -1580,6 +1698,8 @@ impl Relay {
         .await
         .map_err(|_| "the catalog did not answer in time".to_string())??;
         self.catalog = Arc::new(c);
+        self.mask_settings = mask_settings(&config, &self.target, &self.roles);
+        self.masks_pending = false;
         self.cache.clear();
         self.shapes.clear();
         Ok(())
@@ -1693,6 +1813,24 @@ async fn simple_rows(up: &mut Up, sql_text: &str) -> Result<Vec<Vec<Option<Strin
     }
 }
 
+/// The `[[mask]]` columns and methods that apply to a user with `roles` on `target`.
+fn mask_settings(
+    config: &crate::config::Config,
+    target: &str,
+    roles: &[String],
+) -> Vec<(String, Method)> {
+    config
+        .file
+        .masks
+        .iter()
+        .filter(|m| m.target == target && !m.except_roles.iter().any(|r| roles.contains(r)))
+        .flat_map(|m| {
+            let method = m.method.parse::<Method>().unwrap_or(Method::Null);
+            m.columns.iter().map(move |c| (c.clone(), method))
+        })
+        .collect()
+}
+
 /// A relation being read from the catalog: oid, schema, name, is-a-view, columns.
 type RelRows = (u32, String, String, bool, Vec<(i16, String)>);
 
@@ -1706,16 +1844,7 @@ async fn load_catalog(
     roles: &[String],
 ) -> Result<MaskCatalog, String> {
     let mut catalog = MaskCatalog::new();
-    let masks: Vec<(String, Method)> = config
-        .file
-        .masks
-        .iter()
-        .filter(|m| m.target == target && !m.except_roles.iter().any(|r| roles.contains(r)))
-        .flat_map(|m| {
-            let method = m.method.parse::<Method>().unwrap_or(Method::Null);
-            m.columns.iter().map(move |c| (c.clone(), method))
-        })
-        .collect();
+    let masks = mask_settings(config, target, roles);
     if masks.is_empty() {
         return Ok(catalog);
     }

@@ -304,15 +304,21 @@ fn masked_columns_never_leave_unmasked() {
     assert_eq!(code, 0, "{out}");
 }
 
+/// A tokio-postgres client, its connection driven on the calling runtime.
+async fn connect(conninfo: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
 #[test]
 fn extended_protocol_binary_and_cancel_with_tokio_postgres() {
     let b = PgBastion::start();
     let conninfo = format!("{} password={ALICE_PW}", b.conninfo("alice"));
     b.rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let client = connect(&conninfo).await;
         // Parameters, binary results: text columns masked type-correctly.
         let rows = client
             .query("select id, name, ssn from users where id = $1", &[&1i32])
@@ -364,6 +370,82 @@ fn extended_protocol_binary_and_cancel_with_tokio_postgres() {
         let one: i32 = r.get(0);
         assert_eq!(one, 1);
     });
+}
+
+#[test]
+fn a_config_reload_applies_to_open_sessions_and_their_prepared_statements() {
+    let b = PgBastion::start();
+    let conninfo = format!("{} password={ALICE_PW}", b.conninfo("alice"));
+    b.rt.block_on(async {
+        let client = connect(&conninfo).await;
+        let insert = client
+            .prepare("insert into orders values (11, 2, 1.0)")
+            .await
+            .unwrap();
+        client.execute(&insert, &[]).await.unwrap();
+        let column = |sql: &'static str| {
+            let client = &client;
+            async move {
+                let r = client.query_one(sql, &[]).await.unwrap();
+                r.get::<_, Option<String>>(0)
+            }
+        };
+        let name = "select name from users where id = 1";
+        assert_eq!(column(name).await.as_deref(), Some("ann"));
+        let insert_text = "insert into orders values (12, 2, 1.0)";
+        client.execute(insert_text, &[]).await.unwrap();
+
+        // SIGHUP's work, while the session is inside a transaction: INSERT is now denied, and
+        // users.name is masked too.
+        client.batch_execute("begin").await.unwrap();
+        let text = std::fs::read_to_string(b.env.path("vigil.toml"))
+            .unwrap()
+            .replace(
+                r#"columns = ["public.users.email", "public.users.ssn"]"#,
+                r#"columns = ["public.users.email", "public.users.ssn", "public.users.name"]"#,
+            )
+            + "[[rule]]\nname = \"frozen\"\ntargets = [\"appdb\"]\nsql = [\"INSERT\"]\naction = \"deny\"\nmessage = \"inserts are frozen\"\n";
+        let config = Config::parse(&text, b.env.dir.path()).unwrap();
+        b.running
+            .as_ref()
+            .unwrap()
+            .gateway
+            .reload(config)
+            .unwrap();
+        // The masked columns cannot be read again inside the transaction: nothing comes back
+        // with the old masks.
+        assert_eq!(column(name).await, None);
+        assert_eq!(column("select 'public'::text").await, None);
+        client.batch_execute("commit").await.unwrap();
+        client.simple_query("select 1").await.unwrap();
+
+        // The same session: a text it ran before and the statement it prepared before follow
+        // the new rules, the new mask holds, and other columns come back again.
+        for err in [
+            client.execute(insert_text, &[]).await.unwrap_err(),
+            client.execute(&insert, &[]).await.unwrap_err(),
+        ] {
+            assert_eq!(
+                err.code(),
+                Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+                "{err}"
+            );
+        }
+        assert_ne!(column(name).await.as_deref(), Some("ann"));
+        assert_eq!(
+            column("select 'public'::text").await.as_deref(),
+            Some("public")
+        );
+        let r = client
+            .query_one("select count(*) from orders", &[])
+            .await
+            .unwrap();
+        assert_eq!(r.get::<_, i64>(0), 3);
+    });
+    // A new session too.
+    let (code, out, err) = b.psql("alice", ALICE_PW, "insert into orders values (13, 2, 1.0)");
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("inserts are frozen"), "{err}");
 }
 
 #[test]
