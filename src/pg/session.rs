@@ -522,8 +522,8 @@ impl Relay {
                             let _ = out.write_all(&backend::error_response(Severity::Fatal, "57P01", &format!("vigil: {why}"), None)).await;
                             return why;
                         }
-                        self.hold(&m, &mut out, &mut client).await;
-                        if let Err(why) = self.on_client(m, up, &mut to_client).await {
+                        let pre = self.hold(&m, &mut out, &mut client, up).await;
+                        if let Err(why) = self.on_client(m, pre, up, &mut to_client).await {
                             let _ = out.write_all(&to_client).await;
                             return why;
                         }
@@ -540,7 +540,10 @@ impl Relay {
                                     return "client closed the connection".into();
                                 }
                                 Some(Some(Ok(m))) => {
-                                    if let Err(why) = self.on_client(m, up, &mut to_client).await {
+                                    // A statement later in the same read waits for its
+                                    // approval as the first one would.
+                                    let pre = self.hold(&m, &mut out, &mut client, up).await;
+                                    if let Err(why) = self.on_client(m, pre, up, &mut to_client).await {
                                         let _ = out.write_all(&to_client).await;
                                         return why;
                                     }
@@ -617,20 +620,27 @@ impl Relay {
 
     /// A Query or Parse that a review rule holds waits here for its approval (`hold.rs`); the
     /// outcome replaces the decision when `on_client` handles the message.
+    /// Returns the decision it made (`on_client` uses it rather than deciding again). What the
+    /// client sent before this message in the same read already went to `up`: it is flushed
+    /// first, so that it runs while this one waits.
     async fn hold(
         &mut self,
         m: &Frontend,
         out: &mut WriteHalf<Box<dyn ClientStream>>,
         client: &mut FramedRead<ReadHalf<Box<dyn ClientStream>>, FrontendCodec>,
-    ) {
+        up: &mut Up,
+    ) -> Option<Decided> {
         let text = match m {
             Frontend::Query { sql, .. } | Frontend::Parse { sql, .. } if !self.skipping => sql,
-            _ => return,
+            _ => return None,
         };
-        let d = self.decide(text).decision;
-        if d.action != Action::Review {
-            return;
+        let decided = self.decide(text);
+        if decided.decision.action != Action::Review {
+            return Some(decided);
         }
+        // (A target that went away shows when the message itself is sent.)
+        let _ = up.flush().await;
+        let d = &decided.decision;
         let holder = super::hold::Holder {
             gw: &self.gw,
             recorder: &self.recorder,
@@ -652,8 +662,9 @@ impl Relay {
                 }
             }
         };
-        let outcome = holder.hold(text, &d, out, gone).await;
+        let outcome = holder.hold(text, d, out, gone).await;
         self.reviewed = Some((text.clone(), outcome));
+        Some(decided)
     }
 
     /// The decision for `sql_text` with a held statement's approval outcome applied; a review
@@ -800,10 +811,11 @@ impl Relay {
     /// that needs the session to be idle (nothing pending, no transaction open). Until it is,
     /// everything that comes back is withheld (`masks_pending`): nothing passes with the old
     /// masks.
-    async fn follow_reload(&mut self, up: &mut Up) -> Result<(), String> {
+    /// `Ok(true)` when there was a reload to follow.
+    async fn follow_reload(&mut self, up: &mut Up) -> Result<bool, String> {
         let now = self.gw.policy();
         if Arc::ptr_eq(&now, &self.policy) {
-            return Ok(());
+            return Ok(false);
         }
         let config = self.gw.config();
         let roles = config.directory.roles_of(&self.user).to_vec();
@@ -814,7 +826,7 @@ impl Relay {
         self.cache.clear();
         self.shapes.clear();
         if !masks_changed {
-            return Ok(());
+            return Ok(true);
         }
         let idle = self.expects.is_empty()
             && self.answered_syncs == self.client_syncs
@@ -825,9 +837,9 @@ impl Relay {
         if !idle {
             self.masks_pending = true;
             self.catalog_stale = true;
-            return Ok(());
+            return Ok(true);
         }
-        self.reload_catalog(up).await
+        self.reload_catalog(up).await.map(|()| true)
     }
 
     /// Whether anything coming back may need masking.
@@ -896,20 +908,26 @@ impl Relay {
             .record_allowed(&self.audit, sql_text, d.rule.as_deref());
     }
 
+    /// `pre` is the decision `hold` made for this Query or Parse, unless a reload came since.
     async fn on_client(
         &mut self,
         m: Frontend,
+        mut pre: Option<Decided>,
         up: &mut Up,
         to_client: &mut BytesMut,
     ) -> Result<(), String> {
-        if let Err(why) = self.follow_reload(up).await {
-            to_client.extend_from_slice(&backend::error_response(
-                Severity::Fatal,
-                "57P01",
-                &format!("vigil: {why}"),
-                None,
-            ));
-            return Err(why);
+        match self.follow_reload(up).await {
+            Ok(false) => {}
+            Ok(true) => pre = None,
+            Err(why) => {
+                to_client.extend_from_slice(&backend::error_response(
+                    Severity::Fatal,
+                    "57P01",
+                    &format!("vigil: {why}"),
+                    None,
+                ));
+                return Err(why);
+            }
         }
         // The portal the client's previous message described (a Flush in between keeps it).
         let described = match m {
@@ -939,7 +957,10 @@ impl Relay {
         );
         match m {
             Frontend::Query { frame, sql: text } => {
-                let decided = self.decide(&text);
+                let decided = match pre {
+                    Some(d) => d,
+                    None => self.decide(&text),
+                };
                 let decided = self.reviewed(&text, decided);
                 let refused = (decided.decision.action != Action::Allow)
                     .then(|| self.refusal(&decided.decision));
@@ -969,7 +990,10 @@ impl Relay {
                 sql: text,
                 ..
             } => {
-                let decided = self.decide(&text);
+                let decided = match pre {
+                    Some(d) => d,
+                    None => self.decide(&text),
+                };
                 let held = decided.decision.action == Action::Review;
                 let Decided {
                     decision: d,

@@ -420,6 +420,32 @@ fn direct(b: &PgBastion, sql: &str) -> String {
 }
 
 #[test]
+fn a_held_statement_pipelined_behind_another_waits_for_its_approval_too() {
+    let b = PgBastion::start_full("", PG_RULES);
+    let conninfo = format!("{} password={ALICE_PW}", b.conninfo("alice"));
+    let (client, conn) =
+        b.rt.block_on(tokio_postgres::connect(&conninfo, tokio_postgres::NoTls))
+            .unwrap();
+    b.rt.spawn(conn);
+    // Both Query messages are queued before the connection writes: they reach vigil in one
+    // write, and the UPDATE is not the first message of that read.
+    let both = b.rt.spawn(async move {
+        let first = client.simple_query("select 1");
+        let second = client.simple_query("UPDATE orders SET total = 13 WHERE id = 10");
+        let (first, second) = futures::join!(first, second);
+        (first.map(|_| ()), second.map(|_| ()))
+    });
+    pg_until_pending(&b, 1, None);
+    assert_eq!(direct(&b, "select total from orders where id = 10"), "9.5");
+    let (code, _, err) = host(&b, &["approve", "1", "--as", "rita"]);
+    assert_eq!(code, 0, "{err}");
+    let (first, second) = b.rt.block_on(both).unwrap();
+    first.unwrap();
+    second.unwrap();
+    assert_eq!(direct(&b, "select total from orders where id = 10"), "13");
+}
+
+#[test]
 fn psql_and_tokio_postgres_statements_wait_for_approval() {
     let b = PgBastion::start_full("", PG_RULES);
     let total = || direct(&b, "select total from orders where id = 10");
