@@ -542,6 +542,12 @@ impl Relay {
                                 Some(Some(Ok(m))) => {
                                     // A statement later in the same read waits for its
                                     // approval as the first one would.
+                                    if let Err(why) = self.follow_reload(up).await {
+                                        let _ = up.flush().await;
+                                        let _ = out.write_all(&to_client).await;
+                                        let _ = out.write_all(&backend::error_response(Severity::Fatal, "57P01", &format!("vigil: {why}"), None)).await;
+                                        return why;
+                                    }
                                     let pre = self.hold(&m, &mut out, &mut client, up).await;
                                     if let Err(why) = self.on_client(m, pre, up, &mut to_client).await {
                                         let _ = out.write_all(&to_client).await;
@@ -575,6 +581,7 @@ impl Relay {
                         }
                         Some(Ok(m)) => m,
                     };
+                    self.note_reload();
                     if let Err(why) = self.on_target(m, &mut to_client).await {
                         let _ = out.write_all(&to_client).await;
                         return why;
@@ -715,6 +722,34 @@ impl Relay {
             Vec::new()
         };
         let numbers_read = sql::constants::was_read();
+        // While the masks that changed with a reload are not read yet, vigil cannot tell what
+        // a statement reads or copies: only ending the transaction (or savepoints) runs.
+        let control_only = |a: &sql::Analysis| {
+            a.statements.iter().all(|st| {
+                st.kinds.iter().all(|k| {
+                    [
+                        "COMMIT",
+                        "ROLLBACK",
+                        "SAVEPOINT",
+                        "RELEASE SAVEPOINT",
+                        "ROLLBACK TO SAVEPOINT",
+                    ]
+                    .contains(&k.as_str())
+                })
+            })
+        };
+        if self.masks_pending
+            && decision.action == Action::Allow
+            && !analysis.as_ref().is_ok_and(control_only)
+        {
+            decision = Decision {
+                action: Action::Deny,
+                rule: Some("masking".into()),
+                message: "the masked columns changed with a config reload; end the transaction (COMMIT or ROLLBACK) to go on".into(),
+                approvers: Vec::new(),
+                incomplete: false,
+            };
+        }
         if decision.action == Action::Allow {
             if let Some(r) = taints.iter().find_map(|t| t.refuse.as_ref()) {
                 decision = Decision {
@@ -809,23 +844,14 @@ impl Relay {
     /// new roles: nothing decided before is reused. When the masks that apply to this user
     /// changed, the masked columns are read again before the next statement goes upstream;
     /// that needs the session to be idle (nothing pending, no transaction open). Until it is,
-    /// everything that comes back is withheld (`masks_pending`): nothing passes with the old
-    /// masks.
-    /// `Ok(true)` when there was a reload to follow.
+    /// everything that comes back is withheld and only transaction control runs
+    /// (`masks_pending`): nothing passes with the old masks. `Ok(true)` when there was a
+    /// reload to follow.
     async fn follow_reload(&mut self, up: &mut Up) -> Result<bool, String> {
-        let now = self.gw.policy();
-        if Arc::ptr_eq(&now, &self.policy) {
+        if !self.note_reload() {
             return Ok(false);
         }
-        let config = self.gw.config();
-        let roles = config.directory.roles_of(&self.user).to_vec();
-        let masks_changed = mask_settings(&config, &self.target, &roles) != self.mask_settings;
-        self.policy = now;
-        self.reloads += 1;
-        self.roles = roles;
-        self.cache.clear();
-        self.shapes.clear();
-        if !masks_changed {
+        if !self.masks_pending {
             return Ok(true);
         }
         let idle = self.expects.is_empty()
@@ -834,12 +860,31 @@ impl Relay {
             && !self.skipping
             && !self.copy_in
             && self.status == TransactionStatus::Idle;
-        if !idle {
+        if idle {
+            self.reload_catalog(up).await?;
+        }
+        Ok(true)
+    }
+
+    /// The part of `follow_reload` that needs no I/O (also run for what the target sends, so
+    /// that rows of a statement already running are withheld too); true when there was one.
+    fn note_reload(&mut self) -> bool {
+        let now = self.gw.policy();
+        if Arc::ptr_eq(&now, &self.policy) {
+            return false;
+        }
+        let config = self.gw.config();
+        let roles = config.directory.roles_of(&self.user).to_vec();
+        if mask_settings(&config, &self.target, &roles) != self.mask_settings {
             self.masks_pending = true;
             self.catalog_stale = true;
-            return Ok(true);
         }
-        self.reload_catalog(up).await.map(|()| true)
+        self.policy = now;
+        self.reloads += 1;
+        self.roles = roles;
+        self.cache.clear();
+        self.shapes.clear();
+        true
     }
 
     /// Whether anything coming back may need masking.
@@ -1415,6 +1460,22 @@ impl Relay {
                         return Err("the target sent rows vigil cannot place; the session is closed so that nothing passes unmasked".into());
                     }
                 };
+                let all_null = run.plan.len() == row.len()
+                    && run
+                        .plan
+                        .iter()
+                        .all(|m| m.is_some_and(|m| m.method == Method::Null));
+                if self.masks_pending && !all_null {
+                    // Planned before a reload changed the masks: from here on, all withheld.
+                    run.plan = Arc::new(vec![
+                        Some(ColumnMask {
+                            method: Method::Null,
+                            type_oid: 0,
+                            binary: false,
+                        });
+                        row.len()
+                    ]);
+                }
                 // What the client gets: the row as it came, or rebuilt with its masked values.
                 let masked = if run.plan.iter().any(Option::is_some) {
                     let body = row.frame().get(5..).unwrap_or_default();
@@ -1499,6 +1560,9 @@ impl Relay {
                 to_client.extend_from_slice(&frame);
             }
             Backend::CopyData { frame } => {
+                if self.masks_pending {
+                    return Err("the masked columns changed with a config reload during a COPY; the session is closed so that nothing passes with the old masks".into());
+                }
                 let out = match self.expects.front() {
                     Some(Expect::Query(run, _)) | Some(Expect::Execute(run))
                         if run.plan.iter().any(Option::is_some) =>
@@ -1724,6 +1788,14 @@ impl Relay {
         self.catalog = Arc::new(c);
         self.mask_settings = mask_settings(&config, &self.target, &self.roles);
         self.masks_pending = false;
+        // Nothing analysed with the old catalog is used again: prepared statements are decided
+        // again at their next Bind, SQL PREPAREs and cursors get the strongest mask, and bound
+        // portals lose their taint (their columns are placed by origin, or masked).
+        self.reloads += 1;
+        self.sql_prepared.clear();
+        for p in self.portals.values_mut() {
+            p.taints = Arc::new(Vec::new());
+        }
         self.cache.clear();
         self.shapes.clear();
         Ok(())
