@@ -424,6 +424,9 @@ struct Prepared {
     decision: Decision,
     /// The `Relay::reloads` it was decided under: after a reload a Bind decides it again.
     reloads: u64,
+    /// The Parse went to the target as it was (not refused): only such a statement can be
+    /// allowed by a later decision.
+    prepared: bool,
 }
 
 /// What a Bind made: the statement behind the portal. Its columns come from vigil's Describe
@@ -905,8 +908,10 @@ impl Relay {
         };
         let d = self.decide(&text);
         if let Some(p) = self.statements.get_mut(name) {
-            // A statement refused at Parse stays refused (the target never prepared it).
-            if p.decision.action == Action::Allow {
+            // A statement refused at Parse stays refused (the target never prepared it); one
+            // that was prepared takes the new decision, whatever the one before was (a refusal
+            // while changed masks were pending is not final).
+            if p.prepared {
                 p.decision = d.decision;
                 p.taints = d.taints;
             }
@@ -1072,6 +1077,7 @@ impl Relay {
                     Prepared {
                         sql: text,
                         taints,
+                        prepared: d.action == Action::Allow,
                         decision: d,
                         reloads: self.reloads,
                     },

@@ -411,6 +411,10 @@ fn a_config_reload_applies_to_open_sessions_and_their_prepared_statements() {
 
         // SIGHUP's work, while the session is inside a transaction: INSERT is now denied, and
         // users.name is masked too.
+        let ids = client
+            .prepare("select id from users where id = 1")
+            .await
+            .unwrap();
         client.batch_execute("begin").await.unwrap();
         let text = std::fs::read_to_string(b.env.path("vigil.toml"))
             .unwrap()
@@ -428,6 +432,12 @@ fn a_config_reload_applies_to_open_sessions_and_their_prepared_statements() {
             .unwrap();
         // The masked columns cannot be read again inside the transaction: until it ends,
         // nothing but transaction control runs.
+        let err = client.query_one(&ids, &[]).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{err}"
+        );
         let err = client.query_one(name, &[]).await.unwrap_err();
         assert_eq!(
             err.code(),
@@ -452,6 +462,9 @@ fn a_config_reload_applies_to_open_sessions_and_their_prepared_statements() {
             );
         }
         assert_ne!(column(name).await.as_deref(), Some("ann"));
+        // A statement refused only while the masks were pending runs again.
+        let r = client.query_one(&ids, &[]).await.unwrap();
+        assert_eq!(r.get::<_, i32>(0), 1);
         // A cursor analysed with the old masks does not keep them.
         assert_ne!(fetch().await.as_deref(), Some("BO"));
         assert_eq!(
