@@ -5,13 +5,13 @@
 //!
 //! Invariant: the local file is the source of truth. A line is appended (one `write`) before
 //! `record` returns, with one exception: `command.allow` lines (one per allowed statement or
-//! command, the hot path) are chained at once but written in groups, at the latest
-//! `GROUP_WINDOW` later, and before any other line (so a deny, an authentication or a session
-//! event is never written ahead of an allow that happened before it). What this gives up: a
-//! crash of the vigil process (not a clean stop, which writes them) loses the allow lines of
-//! its last `GROUP_WINDOW`; the session recordings hold those statements too. The store only
-//! ever receives closed segments and checkpoints, later, from a task that may fail and retry
-//! without holding up or losing an event.
+//! command, the hot path) are chained at once but written in groups, at the latest about two
+//! `GROUP_WINDOW`s later (50 ms: the daemon looks every `GROUP_WINDOW`), and before any other
+//! line (so a deny, an authentication or a session event is never written ahead of an allow
+//! that happened before it). What this gives up: a crash of the vigil process (not a clean
+//! stop, which writes them) loses the allow lines of its last 50 ms; the session recordings
+//! hold those statements too. The store only ever receives closed segments and checkpoints,
+//! later, from a task that may fail and retry without holding up or losing an event.
 
 pub mod chain;
 pub mod files;
@@ -306,7 +306,8 @@ impl Audit {
 
     /// Appends the `command.allow` line of an allowed statement or command: `base` (the
     /// session's identity) with `command` and `rule`. The same line `record` would write,
-    /// made without copying `base`; it waits up to `GROUP_WINDOW` to be written with others.
+    /// made without copying `base`; it waits up to two `GROUP_WINDOW`s to be written with
+    /// others.
     pub fn record_allowed(&self, base: &AuditEvent, command: &str, rule: Option<&str>) {
         tracing::info!(target: "vigil::audit", action = ALLOW, user = ?base.user, target_name = ?base.target, "audit");
         let Some(w) = &self.writer else {
