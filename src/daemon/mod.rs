@@ -3,7 +3,10 @@
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, RwLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, RwLock,
+    },
     time::Duration,
 };
 
@@ -61,9 +64,17 @@ pub struct Gateway {
     pub pg: crate::pg::front::Shared,
     pub tracker: TaskTracker,
     cancel: CancellationToken,
+    /// Reloads so far: sessions compare it on every message (one atomic load) to learn that
+    /// they must take the new config and policy.
+    reloads: AtomicU64,
 }
 
 impl Gateway {
+    /// How many reloads happened; bumped after the new config and policy are in place.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Acquire)
+    }
+
     /// The current config (a snapshot; a reload replaces it for new decisions).
     pub fn config(&self) -> Arc<Config> {
         self.config
@@ -97,6 +108,7 @@ impl Gateway {
         if let Ok(mut p) = self.policy.write() {
             *p = Arc::new(policy);
         }
+        self.reloads.fetch_add(1, Ordering::Release);
         self.audit.record(AuditEvent {
             detail: Some("reloaded".into()),
             ..AuditEvent::new("config.load")
@@ -157,6 +169,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         pg,
         tracker: TaskTracker::new(),
         cancel: CancellationToken::new(),
+        reloads: AtomicU64::new(0),
     });
     gateway.audit.record(AuditEvent {
         detail: Some("started".into()),

@@ -216,7 +216,9 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
     let params = upstream.params.clone();
     let upstream_key = upstream.backend_key;
     let mut up = upstream.into_framed(max_len);
-    // The policy goes with the config the catalog is read from: the first to compare against.
+    // The policy goes with the config the catalog is read from; the reload count is read
+    // first, so a reload in between is followed again, never missed.
+    let seen_reloads = gw.reloads();
     let policy = gw.policy();
     let config = gw.config();
     let roles = config.directory.roles_of(&user).to_vec();
@@ -255,6 +257,7 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         user: user.clone(),
         roles,
         policy,
+        seen_reloads,
         reloads: 0,
         mask_settings,
         masks_pending: false,
@@ -448,7 +451,9 @@ struct Relay {
     /// The policy the cached decisions, the roles and the catalog's masks were made with; a
     /// reload (SIGHUP) replaces it, and with it all of them (`Relay::follow_reload`).
     policy: Arc<Policy>,
-    /// How many reloads this session has followed.
+    /// `Gateway::reloads` when `policy` was taken.
+    seen_reloads: u64,
+    /// How many times this session re-read its config or catalog (`Prepared::reloads`).
     reloads: u64,
     /// The `[[mask]]` settings the catalog was read with (`mask_settings`).
     mask_settings: Vec<(String, Method)>,
@@ -520,13 +525,7 @@ impl Relay {
                         return "client terminated the session".into();
                     }
                     Some(Ok(m)) => {
-                        // A reload is followed before the statement is judged, held or sent.
-                        if let Err(why) = self.follow_reload(up).await {
-                            let _ = out.write_all(&backend::error_response(Severity::Fatal, "57P01", &format!("vigil: {why}"), None)).await;
-                            return why;
-                        }
-                        let pre = self.hold(&m, &mut out, &mut client, up).await;
-                        if let Err(why) = self.on_client(m, pre, up, &mut to_client).await {
+                        if let Err(why) = self.take(m, &mut out, &mut client, up, &mut to_client).await {
                             let _ = out.write_all(&to_client).await;
                             return why;
                         }
@@ -545,14 +544,7 @@ impl Relay {
                                 Some(Some(Ok(m))) => {
                                     // A statement later in the same read waits for its
                                     // approval as the first one would.
-                                    if let Err(why) = self.follow_reload(up).await {
-                                        let _ = up.flush().await;
-                                        let _ = out.write_all(&to_client).await;
-                                        let _ = out.write_all(&backend::error_response(Severity::Fatal, "57P01", &format!("vigil: {why}"), None)).await;
-                                        return why;
-                                    }
-                                    let pre = self.hold(&m, &mut out, &mut client, up).await;
-                                    if let Err(why) = self.on_client(m, pre, up, &mut to_client).await {
+                                    if let Err(why) = self.take(m, &mut out, &mut client, up, &mut to_client).await {
                                         let _ = out.write_all(&to_client).await;
                                         return why;
                                     }
@@ -603,14 +595,7 @@ impl Relay {
                     }
                     // The catalog is re-read only between statements, outside any transaction
                     // (its queries set a statement-local search_path), with nothing pending.
-                    if self.catalog_stale
-                        && self.expects.is_empty()
-                        && self.answered_syncs == self.client_syncs
-                        && !self.open_batch
-                        && !self.skipping
-                        && !self.copy_in
-                        && self.status == TransactionStatus::Idle
-                    {
+                    if self.catalog_stale && self.idle() {
                         if let Err(why) = self.reload_catalog(up).await {
                             let _ = out.write_all(&to_client).await;
                             let _ = out.write_all(&backend::error_response(Severity::Fatal, "XX000", "vigil: cannot re-read the masked columns; the session is closed", None)).await;
@@ -626,6 +611,43 @@ impl Relay {
                 to_client.clear();
             }
         }
+    }
+
+    /// One message from the client: a reload is followed before it is judged, held or sent,
+    /// and again after a hold (one can come during the wait; the decision is then made anew).
+    async fn take(
+        &mut self,
+        m: Frontend,
+        out: &mut WriteHalf<Box<dyn ClientStream>>,
+        client: &mut FramedRead<ReadHalf<Box<dyn ClientStream>>, FrontendCodec>,
+        up: &mut Up,
+        to_client: &mut BytesMut,
+    ) -> Result<(), String> {
+        self.follow_reload_or_end(up, to_client).await?;
+        let mut pre = self.hold(&m, out, client, up).await;
+        let waited = pre
+            .as_ref()
+            .is_some_and(|d| d.decision.action == Action::Review);
+        if waited && self.follow_reload_or_end(up, to_client).await? {
+            pre = None;
+        }
+        self.on_client(m, pre, up, to_client).await
+    }
+
+    /// `follow_reload`; when it fails, the client is told why (FATAL) and the session ends.
+    async fn follow_reload_or_end(
+        &mut self,
+        up: &mut Up,
+        to_client: &mut BytesMut,
+    ) -> Result<bool, String> {
+        self.follow_reload(up).await.inspect_err(|why| {
+            to_client.extend_from_slice(&backend::error_response(
+                Severity::Fatal,
+                "57P01",
+                &format!("vigil: {why}"),
+                None,
+            ))
+        })
     }
 
     /// A Query or Parse that a review rule holds waits here for its approval (`hold.rs`); the
@@ -857,25 +879,32 @@ impl Relay {
         if !self.masks_pending {
             return Ok(true);
         }
-        let idle = self.expects.is_empty()
-            && self.answered_syncs == self.client_syncs
-            && !self.open_batch
-            && !self.skipping
-            && !self.copy_in
-            && self.status == TransactionStatus::Idle;
-        if idle {
+        if self.idle() {
             self.reload_catalog(up).await?;
         }
         Ok(true)
     }
 
+    /// Nothing is pending and no transaction is open: vigil may run its own queries (the
+    /// catalog's, with a statement-local search_path) on the connection.
+    fn idle(&self) -> bool {
+        self.expects.is_empty()
+            && self.answered_syncs == self.client_syncs
+            && !self.open_batch
+            && !self.skipping
+            && !self.copy_in
+            && self.status == TransactionStatus::Idle
+    }
+
     /// The part of `follow_reload` that needs no I/O (also run for what the target sends, so
     /// that rows of a statement already running are withheld too); true when there was one.
     fn note_reload(&mut self) -> bool {
-        let now = self.gw.policy();
-        if Arc::ptr_eq(&now, &self.policy) {
+        let seen = self.gw.reloads();
+        if seen == self.seen_reloads {
             return false;
         }
+        self.seen_reloads = seen;
+        let now = self.gw.policy();
         let config = self.gw.config();
         let roles = config.directory.roles_of(&self.user).to_vec();
         if mask_settings(&config, &self.target, &roles) != self.mask_settings {
@@ -958,27 +987,14 @@ impl Relay {
             .record_allowed(&self.audit, sql_text, d.rule.as_deref());
     }
 
-    /// `pre` is the decision `hold` made for this Query or Parse, unless a reload came since.
+    /// `pre` is the decision `hold` made for this Query or Parse (`take`).
     async fn on_client(
         &mut self,
         m: Frontend,
-        mut pre: Option<Decided>,
+        pre: Option<Decided>,
         up: &mut Up,
         to_client: &mut BytesMut,
     ) -> Result<(), String> {
-        match self.follow_reload(up).await {
-            Ok(false) => {}
-            Ok(true) => pre = None,
-            Err(why) => {
-                to_client.extend_from_slice(&backend::error_response(
-                    Severity::Fatal,
-                    "57P01",
-                    &format!("vigil: {why}"),
-                    None,
-                ));
-                return Err(why);
-            }
-        }
         // The portal the client's previous message described (a Flush in between keeps it).
         let described = match m {
             Frontend::Flush { .. } => self.described.clone(),
@@ -1341,16 +1357,7 @@ impl Relay {
     ) -> Vec<Option<ColumnMask>> {
         if self.masks_pending {
             // The masks changed with a reload and are not read yet: every value is withheld.
-            return fields
-                .iter()
-                .map(|f| {
-                    Some(ColumnMask {
-                        method: Method::Null,
-                        type_oid: f.type_oid,
-                        binary: f.format == 1,
-                    })
-                })
-                .collect();
+            return withheld_plan(fields.len());
         }
         if !self.catalog.has_masks() {
             return Vec::new();
@@ -1473,14 +1480,7 @@ impl Relay {
                         .all(|m| m.is_some_and(|m| m.method == Method::Null));
                 if self.masks_pending && !all_null {
                     // Planned before a reload changed the masks: from here on, all withheld.
-                    run.plan = Arc::new(vec![
-                        Some(ColumnMask {
-                            method: Method::Null,
-                            type_oid: 0,
-                            binary: false,
-                        });
-                        row.len()
-                    ]);
+                    run.plan = Arc::new(withheld_plan(row.len()));
                 }
                 // What the client gets: the row as it came, or rebuilt with its masked values.
                 let masked = if run.plan.iter().any(Option::is_some) {
@@ -1913,6 +1913,18 @@ async fn simple_rows(up: &mut Up, sql_text: &str) -> Result<Vec<Vec<Option<Strin
         Some(e) => Err(e),
         None => Ok(rows),
     }
+}
+
+/// A plan that sends every one of `n` columns as NULL (the masker's `null` needs no type).
+fn withheld_plan(n: usize) -> Vec<Option<ColumnMask>> {
+    vec![
+        Some(ColumnMask {
+            method: Method::Null,
+            type_oid: 0,
+            binary: false,
+        });
+        n
+    ]
 }
 
 /// The `[[mask]]` columns and methods that apply to a user with `roles` on `target`.
