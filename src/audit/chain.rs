@@ -37,8 +37,7 @@ struct LineOut<'a, E: Serialize> {
     segment_end: bool,
 }
 
-/// The canonical bytes of an event line (no newline). `event` is an `AuditEvent` or a borrowed
-/// view of one (`super::EventRef`): the same members in the same order.
+/// The canonical bytes of an event line (no newline).
 pub fn encode<E: Serialize>(seq: u64, time: &str, event: &E, prev: &[u8; 32]) -> Vec<u8> {
     let mut hex_prev = [0u8; 64];
     let line = LineOut {
@@ -51,6 +50,86 @@ pub fn encode<E: Serialize>(seq: u64, time: &str, event: &E, prev: &[u8; 32]) ->
     };
     // Serializing plain strings and numbers to a Vec cannot fail.
     serde_json::to_vec(&line).unwrap_or_default()
+}
+
+/// The canonical bytes of an event line whose members are all strings: `members` in
+/// `AuditEvent`'s order, with `None` for the absent ones. The same bytes as `encode` of the
+/// `AuditEvent` with those members, written directly: this runs for every allowed statement,
+/// where serde's flattened map costs more than the rest of the line.
+pub fn encode_strings(
+    seq: u64,
+    time: &str,
+    members: &[(&str, Option<&str>)],
+    prev: &[u8; 32],
+) -> Vec<u8> {
+    let len: usize = members
+        .iter()
+        .map(|(k, v)| k.len() + v.map_or(0, str::len) + 6)
+        .sum();
+    let mut out = Vec::with_capacity(len + time.len() + 120);
+    out.extend_from_slice(b"{\"seq\":");
+    put_u64(&mut out, seq);
+    out.extend_from_slice(b",\"time\":");
+    put_json_str(&mut out, time);
+    for (k, v) in members {
+        if let Some(v) = v {
+            out.push(b',');
+            put_json_str(&mut out, k);
+            out.push(b':');
+            put_json_str(&mut out, v);
+        }
+    }
+    out.extend_from_slice(b",\"prev\":\"");
+    let mut hex_prev = [0u8; 64];
+    out.extend_from_slice(hex_str(prev, &mut hex_prev).as_bytes());
+    out.extend_from_slice(b"\"}");
+    out
+}
+
+fn put_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// `s` as a JSON string, escaped as serde_json escapes it: `"` and `\\`, the short escapes
+/// `\b \f \n \r \t`, other control characters as `\u00xx`; everything else as it is.
+fn put_json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut from = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b >= 0x20 && b != b'"' && b != b'\\' {
+            continue;
+        }
+        out.extend_from_slice(&bytes[from..i]);
+        from = i + 1;
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+            }
+        }
+    }
+    out.extend_from_slice(&bytes[from..]);
+    out.push(b'"');
 }
 
 /// The canonical bytes of a checkpoint line: it covers seq `seq - 1` through `prev`, names the
@@ -645,6 +724,41 @@ pub fn compare(local: &Report, other: &[(String, Vec<u8>)]) -> Option<Fault> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_of_strings_is_the_line_serde_writes() {
+        let awkward = "sel\"ect '\\x' /* é ü 中 */ \u{7f}\u{1}\u{8}\u{c}\n\r\t\u{1f} -- end";
+        let prev = [0xab; 32];
+        for (seq, rule, user) in [
+            (0, None, Some("alice")),
+            (7, Some(awkward), None),
+            (u64::MAX, Some(""), Some(awkward)),
+        ] {
+            let event = AuditEvent {
+                user: user.map(str::to_string),
+                target: Some("db\\1".into()),
+                session: Some("s-1".into()),
+                command: Some(awkward.into()),
+                rule: rule.map(str::to_string),
+                ..AuditEvent::new("command.allow")
+            };
+            let members = [
+                ("action", Some("command.allow")),
+                ("user", user),
+                ("source", None),
+                ("target", Some("db\\1")),
+                ("session", Some("s-1")),
+                ("protocol", None),
+                ("command", Some(awkward)),
+                ("rule", rule),
+            ];
+            let time = "2026-11-23T18:00:00.000001Z";
+            assert_eq!(
+                String::from_utf8(encode_strings(seq, time, &members, &prev)).unwrap(),
+                String::from_utf8(encode(seq, time, &event, &prev)).unwrap()
+            );
+        }
+    }
 
     fn signer() -> Signer {
         Signer::from_seed(&[9; 32]).unwrap()

@@ -75,28 +75,6 @@ impl AuditEvent {
 /// The action of an allowed statement or command: its lines are written in groups.
 pub const ALLOW: &str = "command.allow";
 
-/// A borrowed `AuditEvent` for the per-statement line (`Audit::record_allowed`): the same
-/// members in the same order, so the line is the one `AuditEvent` would make, without copying
-/// the session's identity strings for every statement.
-#[derive(Serialize)]
-struct EventRef<'a> {
-    action: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    source: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    target: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    session: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    protocol: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    command: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rule: Option<&'a str>,
-}
-
 /// How long an allow line may wait in memory before it is written (see the module docs).
 pub const GROUP_WINDOW: Duration = Duration::from_millis(25);
 /// Waiting lines are written once they reach this many bytes.
@@ -318,22 +296,24 @@ impl Audit {
             cap(&mut c);
             c
         });
-        let event = EventRef {
-            action: ALLOW,
-            user: base.user.as_deref(),
-            source: base.source.as_deref(),
-            target: base.target.as_deref(),
-            session: base.session.as_deref(),
-            protocol: base.protocol.as_deref(),
-            command: Some(capped.as_deref().unwrap_or(command)),
-            rule,
-        };
+        // `AuditEvent`'s members, in its order, for `chain::encode_strings`.
+        let members = [
+            ("action", Some(ALLOW)),
+            ("user", base.user.as_deref()),
+            ("source", base.source.as_deref()),
+            ("target", base.target.as_deref()),
+            ("session", base.session.as_deref()),
+            ("protocol", base.protocol.as_deref()),
+            ("command", Some(capped.as_deref().unwrap_or(command))),
+            ("rule", rule),
+        ];
         let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = w.ready() {
             tracing::error!(error = %e, "cannot write the audit log");
             return;
         }
-        let line = chain::encode(w.next_seq, &now(), &event, &w.prev);
+        let mut time = [0u8; TIME_LEN];
+        let line = chain::encode_strings(w.next_seq, now_into(&mut time), &members, &w.prev);
         w.append_and_rotate(line, ALLOW);
     }
 
@@ -574,7 +554,59 @@ fn cap(text: &mut String) {
 }
 
 fn now() -> String {
-    humantime::format_rfc3339_micros(SystemTime::now()).to_string()
+    let mut time = [0u8; TIME_LEN];
+    now_into(&mut time).to_string()
+}
+
+/// The length of a line's `time`: RFC 3339 in UTC with microseconds.
+const TIME_LEN: usize = "2026-01-01T00:00:00.000000Z".len();
+
+/// The time now as `humantime::format_rfc3339_micros` writes it, into `buf`. The date and
+/// time of day are formatted once a second (per thread); the microseconds each time.
+fn now_into(buf: &mut [u8; TIME_LEN]) -> &str {
+    time_into(SystemTime::now(), buf)
+}
+
+fn time_into(t: SystemTime, buf: &mut [u8; TIME_LEN]) -> &str {
+    use std::cell::Cell;
+    thread_local! {
+        static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+    }
+    let Ok(since) = t.duration_since(std::time::UNIX_EPOCH) else {
+        return fallback_time(t, buf);
+    };
+    let secs = since.as_secs();
+    let (cached, prefix) = SECOND.get();
+    let prefix = if cached == secs {
+        prefix
+    } else {
+        let whole = humantime::format_rfc3339_seconds(t).to_string();
+        let mut p = [0u8; 19];
+        match whole.as_bytes().get(..19) {
+            Some(b) if whole.len() == 20 => p.copy_from_slice(b),
+            // Past year 9999 (or before 1970): as humantime writes it, not cached.
+            _ => return fallback_time(t, buf),
+        }
+        SECOND.set((secs, p));
+        p
+    };
+    buf[..19].copy_from_slice(&prefix);
+    buf[19] = b'.';
+    let mut micros = since.subsec_micros();
+    for d in buf[20..26].iter_mut().rev() {
+        *d = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    buf[26] = b'Z';
+    std::str::from_utf8(buf).unwrap_or_default()
+}
+
+/// A clock set before 1970 (which humantime cannot format) reads as 1970.
+fn fallback_time(t: SystemTime, buf: &mut [u8; TIME_LEN]) -> &str {
+    let s = humantime::format_rfc3339_micros(t.max(SystemTime::UNIX_EPOCH)).to_string();
+    let n = s.len().min(TIME_LEN);
+    buf[..n].copy_from_slice(&s.as_bytes()[..n]);
+    std::str::from_utf8(&buf[..n]).unwrap_or_default()
 }
 
 /// Reads the whole log at `path` (closed segments, then the active one) for `vigil audit`.
@@ -585,6 +617,29 @@ pub fn read_local(path: &Path) -> Result<Vec<chain::Segment>, AuditError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_time_of_a_line_is_humantimes_rfc3339_with_microseconds() {
+        let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        for t in [
+            base,
+            base + Duration::from_micros(1),
+            base + Duration::from_micros(999_999),
+            base + Duration::from_micros(1_000_000),
+            base + Duration::from_micros(1_000_007),
+            base - Duration::from_secs(86_400 * 400) + Duration::from_nanos(123_456_789),
+            SystemTime::UNIX_EPOCH,
+        ] {
+            let mut buf = [0u8; TIME_LEN];
+            let ours = time_into(t, &mut buf).to_string();
+            assert_eq!(ours, humantime::format_rfc3339_micros(t).to_string());
+            // The second time comes from the cached second.
+            assert_eq!(time_into(t, &mut buf), ours);
+        }
+        let mut buf = [0u8; TIME_LEN];
+        let before = SystemTime::UNIX_EPOCH - Duration::from_micros(1);
+        assert_eq!(time_into(before, &mut buf), "1970-01-01T00:00:00.000000Z");
+    }
 
     fn open(dir: &Path, rotate_size: u64) -> Audit {
         let mut s = AuditSettings::new(dir.join("audit.log"));

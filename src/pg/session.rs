@@ -7,12 +7,7 @@
 //! vigil itself (an extra Describe after each Bind, whose answer the client never sees), so the
 //! masker knows the columns' origins and formats even when the client never asked.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    net::SocketAddr,
-    sync::Arc,
-    time::Instant,
-};
+use std::{collections::VecDeque, net::SocketAddr, sync::Arc, time::Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
@@ -39,7 +34,7 @@ use crate::{
         sql, Action, Decision, Policy,
     },
     recording::{
-        event::{Decision as Recorded, ErrorEvent, Event, Exit, Query, Rows},
+        event::{Decision as Recorded, ErrorEvent, Event, Exit, Query, Rows, Timed},
         Recorder, SessionMeta,
     },
 };
@@ -78,12 +73,17 @@ impl ShapeDecided {
     }
 }
 
-/// Each statement's text, trimmed, from spans mapped into `sql_text` by `map`.
+/// Each statement's text, trimmed, from spans mapped into `sql_text` by `map`; none for a
+/// single statement (its Run records the whole string).
 fn statement_texts(
     sql_text: &str,
     spans: &[std::ops::Range<usize>],
     map: impl Fn(usize) -> usize,
 ) -> Vec<String> {
+    // One statement is recorded as the whole string (`Run::current_sql`).
+    if spans.len() < 2 {
+        return Vec::new();
+    }
     spans
         .iter()
         .map(|r| {
@@ -122,6 +122,11 @@ const FIRST_NORMAL_OID: u32 = 16384;
 const DECISION_CACHE: usize = 4096;
 
 type Up = Framed<UpstreamStream, BackendCodec>;
+
+/// A session's maps by name or statement text: foldhash, seeded per process, rather than
+/// SipHash (they are looked up for every message; the text ones are capped at
+/// `DECISION_CACHE` entries).
+type Names<V> = std::collections::HashMap<String, V, foldhash::fast::RandomState>;
 
 pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: UpstreamSettings) {
     let Client {
@@ -265,11 +270,11 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         masker: Masker::new(gw.pg.secret()),
         recorder,
         expects: VecDeque::new(),
-        statements: HashMap::new(),
-        portals: HashMap::new(),
-        sql_prepared: HashMap::new(),
-        cache: HashMap::new(),
-        shapes: HashMap::new(),
+        statements: Names::default(),
+        portals: Names::default(),
+        sql_prepared: Names::default(),
+        cache: Names::default(),
+        shapes: Names::default(),
         described: None,
         max_rows: config
             .file
@@ -288,8 +293,9 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         last_idle: 0,
         open_batch: false,
         reviewed: None,
-        approved_once: HashMap::new(),
+        approved_once: Names::default(),
         key: ours,
+        later: Later::default(),
     };
     let id = relay.recorder.session_id().to_string();
     let index =
@@ -301,6 +307,7 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
     } else {
         relay.pump(reader, write, &mut up).await
     };
+    relay.catch_up().await;
     gw.pg.unregister(ours);
     let _ = relay
         .recorder
@@ -367,7 +374,7 @@ struct Run {
     truncated: bool,
     decision: Decision,
     /// The statements of a simple-Query string, one per result, for the recording.
-    texts: Vec<String>,
+    texts: Arc<Vec<String>>,
     /// The current statement's Query event is recorded.
     recorded: bool,
     /// For an Execute: the portal binding it runs, and whether vigil's Describe of that
@@ -390,7 +397,7 @@ impl Run {
             count: 0,
             truncated: false,
             decision,
-            texts: Vec::new(),
+            texts: Arc::new(Vec::new()),
             recorded: false,
             binding: None,
             planned: false,
@@ -400,7 +407,7 @@ impl Run {
     /// A simple Query: its statements (`texts`, from the analysis) are recorded one by one.
     fn query(sql_text: &str, d: Decided) -> Run {
         let mut run = Run::new(sql_text, d.taints, d.decision);
-        run.texts = d.texts.to_vec();
+        run.texts = d.texts;
         run
     }
 
@@ -464,12 +471,12 @@ struct Relay {
     masker: Masker,
     recorder: Recorder,
     expects: VecDeque<Expect>,
-    statements: HashMap<String, Prepared>,
-    portals: HashMap<String, Portal>,
+    statements: Names<Prepared>,
+    portals: Names<Portal>,
     /// SQL-level PREPARE name → the taint of the prepared query.
-    sql_prepared: HashMap<String, OutputTaint>,
-    cache: HashMap<String, Decided>,
-    shapes: HashMap<String, ShapeDecided>,
+    sql_prepared: Names<OutputTaint>,
+    cache: Names<Decided>,
+    shapes: Names<ShapeDecided>,
     /// The portal named by the client's last message when that was a Describe of a portal.
     described: Option<String>,
     max_rows: u64,
@@ -496,9 +503,23 @@ struct Relay {
     /// The outcome of the approval the next Query or Parse of this text waited for (`hold.rs`).
     reviewed: Option<(String, Decision)>,
     /// Prepared statements an approval covers for one Bind: name → that Bind happened.
-    approved_once: HashMap<String, bool>,
+    approved_once: Names<bool>,
     /// The BackendKeyData key the client got: its CancelRequest cancels a held statement.
     key: BackendKey,
+    /// Bookkeeping kept for after the I/O it describes (`Relay::catch_up`).
+    later: Later,
+}
+
+/// What a statement leaves to record: the recording's events (stamped when they happened) and
+/// the allow lines of the audit log (statement text, rule). It is written once the bytes the
+/// statement's messages made are on their way (`Relay::pump`), so that encoding, hashing and
+/// compressing are not between the client and the target; before any other audit line or
+/// recording event of the session (a deny, an approval, the session's end), so that each log
+/// keeps the order things happened in.
+#[derive(Default)]
+struct Later {
+    events: Vec<Timed>,
+    allowed: Vec<(String, Option<String>)>,
 }
 
 impl Relay {
@@ -610,6 +631,31 @@ impl Relay {
                 }
                 to_client.clear();
             }
+            self.catch_up().await;
+        }
+    }
+
+    /// Records an event of this session (written by `catch_up`).
+    fn record(&mut self, event: Event) {
+        self.later.events.push(Timed {
+            at: self.recorder.offset(),
+            event,
+        });
+    }
+
+    /// Writes what `Later` holds: the allow lines first, then the recording's events.
+    async fn catch_up(&mut self) {
+        self.write_allowed();
+        if !self.later.events.is_empty() {
+            let _ = self.recorder.record_all(self.later.events.drain(..)).await;
+        }
+    }
+
+    fn write_allowed(&mut self) {
+        for (sql_text, rule) in self.later.allowed.drain(..) {
+            self.gw
+                .audit
+                .record_allowed(&self.audit, &sql_text, rule.as_deref());
         }
     }
 
@@ -672,6 +718,7 @@ impl Relay {
         }
         // (A target that went away shows when the message itself is sent.)
         let _ = up.flush().await;
+        self.catch_up().await;
         let d = &decided.decision;
         let holder = super::hold::Holder {
             gw: &self.gw,
@@ -958,18 +1005,16 @@ impl Relay {
         )
     }
 
-    async fn record_refused(&self, sql_text: &str, d: &Decision) {
-        let _ = self
-            .recorder
-            .record(Event::Query(Query {
-                sql: sql_text.to_string(),
-                params: Vec::new(),
-                decision: recorded(d),
-                rule: d.rule.clone(),
-                duration_us: None,
-                rows: None,
-            }))
-            .await;
+    fn record_refused(&mut self, sql_text: &str, d: &Decision) {
+        self.record(Event::Query(Query {
+            sql: sql_text.to_string(),
+            params: Vec::new(),
+            decision: recorded(d),
+            rule: d.rule.clone(),
+            duration_us: None,
+            rows: None,
+        }));
+        self.write_allowed();
         self.gw.audit.record(AuditEvent {
             action: "command.deny".into(),
             command: Some(sql_text.to_string()),
@@ -979,12 +1024,11 @@ impl Relay {
         });
     }
 
-    /// Allowed statements are decisions too: one audit line each, chained at once and written
-    /// in groups (`audit::GROUP_WINDOW`; `cargo bench --bench audit`).
-    fn audit_allowed(&self, sql_text: &str, d: &Decision) {
-        self.gw
-            .audit
-            .record_allowed(&self.audit, sql_text, d.rule.as_deref());
+    /// Allowed statements are decisions too: one audit line each, made once the statement is
+    /// on its way (`Later`), chained at once and written in groups (`audit::GROUP_WINDOW`;
+    /// `cargo bench --bench audit`).
+    fn audit_allowed(&mut self, sql_text: String, rule: Option<String>) {
+        self.later.allowed.push((sql_text, rule));
     }
 
     /// `pre` is the decision `hold` made for this Query or Parse (`take`).
@@ -1030,23 +1074,27 @@ impl Relay {
                 let decided = self.reviewed(&text, decided);
                 let refused = (decided.decision.action != Action::Allow)
                     .then(|| self.refusal(&decided.decision));
-                match &refused {
+                let allowed = match &refused {
                     Some(_) => {
-                        self.record_refused(&text, &decided.decision).await;
+                        self.record_refused(&text, &decided.decision);
                         up.feed(frame_query(REFUSED_SQL))
                             .await
                             .map_err(|e| e.to_string())?;
+                        None
                     }
                     None => {
-                        self.audit_allowed(&text, &decided.decision);
                         if decided.renames {
                             self.forget_names(decided.frees);
                         }
                         up.feed(frame).await.map_err(|e| e.to_string())?;
+                        Some(decided.decision.rule.clone())
                     }
-                }
+                };
                 self.expects
                     .push_back(Expect::Query(Box::new(Run::query(&text, decided)), refused));
+                if let Some(rule) = allowed {
+                    self.audit_allowed(text, rule);
+                }
                 self.client_syncs += 1;
                 self.open_batch = false;
             }
@@ -1077,14 +1125,14 @@ impl Relay {
                     self.forget_names(frees);
                 }
                 if d.action != Action::Allow {
-                    self.record_refused(&text, &d).await;
+                    self.record_refused(&text, &d);
                     let err = self.refusal(&d);
                     up.feed(frame_parse(&name, REFUSED_SQL))
                         .await
                         .map_err(|e| e.to_string())?;
                     self.expects.push_back(Expect::Refused(err));
                 } else {
-                    self.audit_allowed(&text, &d);
+                    self.audit_allowed(text.clone(), d.rule.clone());
                     up.feed(frame).await.map_err(|e| e.to_string())?;
                     self.expects.push_back(Expect::Parse);
                 }
@@ -1133,7 +1181,7 @@ impl Relay {
                             incomplete: false,
                         };
                         let text = bound.map(|(sql, ..)| sql).unwrap_or_default();
-                        self.record_refused(&text, &d).await;
+                        self.record_refused(&text, &d);
                         up.feed(frame_bind_nothing(&portal))
                             .await
                             .map_err(|e| e.to_string())?;
@@ -1260,8 +1308,7 @@ impl Relay {
                     approvers: Vec::new(),
                     incomplete: false,
                 };
-                self.record_refused(&format!("<function call {function_oid}>"), &d)
-                    .await;
+                self.record_refused(&format!("<function call {function_oid}>"), &d);
                 let err = self.refusal(&d);
                 up.feed(frame_query(REFUSED_SQL))
                     .await
@@ -1525,11 +1572,11 @@ impl Relay {
                     _ => None,
                 };
                 self.remember_name(done.as_ref());
-                self.finish_statement().await;
+                self.finish_statement();
                 to_client.extend_from_slice(&frame);
             }
             Backend::EmptyQueryResponse { frame } | Backend::PortalSuspended { frame } => {
-                self.finish_statement().await;
+                self.finish_statement();
                 to_client.extend_from_slice(&frame);
             }
             Backend::CopyOutResponse { frame, copy } => {
@@ -1656,7 +1703,7 @@ impl Relay {
         fields: backend::ErrorFields,
         to_client: &mut BytesMut,
     ) {
-        self.record_current().await;
+        self.record_current();
         // What the client sees is what is recorded: vigil's refusal, or a withheld message.
         let ours = match self.expects.front() {
             Some(Expect::Query(_, Some(err))) | Some(Expect::Refused(err)) => {
@@ -1730,7 +1777,7 @@ impl Relay {
 
     /// A statement finished (CommandComplete, EmptyQueryResponse, PortalSuspended): records it
     /// (text, parameters, decision, duration, row count), then its rows as the client saw them.
-    async fn finish_statement(&mut self) {
+    fn finish_statement(&mut self) {
         let (rows, query) = {
             let (run, simple) = match self.expects.front_mut() {
                 Some(Expect::Query(run, _)) => (run, true),
@@ -1756,10 +1803,10 @@ impl Relay {
             (rows, query)
         };
         if let Some(q) = query {
-            let _ = self.recorder.record(q).await;
+            self.record(q);
         }
         if !rows.rows.is_empty() || !rows.columns.is_empty() {
-            let _ = self.recorder.record(Event::Rows(rows)).await;
+            self.record(Event::Rows(rows));
         }
         if matches!(self.expects.front(), Some(Expect::Execute(_))) {
             self.expects.pop_front();
@@ -1767,7 +1814,7 @@ impl Relay {
     }
 
     /// Records the statement at the head before its error.
-    async fn record_current(&mut self) {
+    fn record_current(&mut self) {
         let event = match self.expects.front_mut() {
             Some(Expect::Query(run, None)) | Some(Expect::Execute(run)) if !run.recorded => {
                 run.recorded = true;
@@ -1776,7 +1823,7 @@ impl Relay {
             _ => None,
         };
         if let Some(e) = event {
-            let _ = self.recorder.record(e).await;
+            self.record(e);
         }
     }
 

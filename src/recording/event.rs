@@ -332,10 +332,17 @@ impl Iterator for Decoder {
 }
 
 fn put_json<T: Serialize>(out: &mut Vec<u8>, v: &T) {
+    // Serialized in place, then moved up behind its length (no buffer of its own).
     // Serializing these plain structs cannot fail: no maps with non-string keys, no custom impls.
-    let body = serde_json::to_vec(v).unwrap_or_default();
-    put_varint(out, body.len() as u64);
-    out.extend_from_slice(&body);
+    let start = out.len();
+    if serde_json::to_writer(&mut *out, v).is_err() {
+        out.truncate(start);
+    }
+    let len = out.len() - start;
+    let (head, n) = varint(len as u64);
+    out.resize(out.len() + n, 0);
+    out.copy_within(start..start + len, start + n);
+    out[start..start + n].copy_from_slice(&head[..n]);
 }
 
 fn json<T: for<'de> Deserialize<'de>>(
@@ -351,12 +358,22 @@ fn json<T: for<'de> Deserialize<'de>>(
 }
 
 /// LEB128 unsigned varint.
-pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub fn put_varint(out: &mut Vec<u8>, v: u64) {
+    let (bytes, n) = varint(v);
+    out.extend_from_slice(&bytes[..n]);
+}
+
+/// `v` as LEB128: the bytes and how many of them are used.
+fn varint(mut v: u64) -> ([u8; 10], usize) {
+    let mut bytes = [0u8; 10];
+    let mut n = 0;
     while v >= 0x80 {
-        out.push((v as u8) | 0x80);
+        bytes[n] = (v as u8) | 0x80;
         v >>= 7;
+        n += 1;
     }
-    out.push(v as u8);
+    bytes[n] = v as u8;
+    (bytes, n + 1)
 }
 
 pub fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64, EventError> {

@@ -333,20 +333,30 @@ impl Recorder {
         .await
     }
 
-    /// Records an event at a given offset (offsets that go backwards are clamped forward).
-    pub async fn record_at(&self, timed: Timed) -> Result<(), RecordError> {
+    /// Records events already stamped, in order, under one lock (`record_at` for each).
+    pub async fn record_all(
+        &self,
+        events: impl IntoIterator<Item = Timed>,
+    ) -> Result<(), RecordError> {
         let mut w = self.shared.writer.lock().await;
         if w.closed {
             return Err(RecordError::WriterGone(self.id.clone()));
         }
-        let started = w.span.is_none();
-        w.push(timed);
-        if w.batch.len() >= w.chunk_bytes {
-            w.flush(None).await;
-        } else if started {
-            self.shared.wake.notify_one();
+        for timed in events {
+            let started = w.span.is_none();
+            w.push(timed);
+            if w.batch.len() >= w.chunk_bytes {
+                w.flush(None).await;
+            } else if started {
+                self.shared.wake.notify_one();
+            }
         }
         Ok(())
+    }
+
+    /// Records an event at a given offset (offsets that go backwards are clamped forward).
+    pub async fn record_at(&self, timed: Timed) -> Result<(), RecordError> {
+        self.record_all([timed]).await
     }
 
     /// Seals the last chunk, writes the signed trailer and waits for the upload (or the spool).

@@ -494,3 +494,65 @@ fn postgres_events_carry_identity_source_target_and_session() {
     let (code, out) = verify(&b.env.path("state"), signer.trim(), None);
     assert_eq!(code, 0, "{out}");
 }
+
+#[test]
+fn a_sessions_allow_and_deny_lines_and_recorded_statements_keep_their_order() {
+    // Allow lines and recording events are written after the I/O they describe; a deny, and
+    // the session's end, still come after everything the session did before them.
+    let b = crate::pg::PgBastion::start();
+    let mut c = std::process::Command::new("psql");
+    c.env("PGPASSWORD", crate::pg::ALICE_PW).args([
+        &b.conninfo("alice"),
+        "-At",
+        "-c",
+        "select 'first'",
+        "-c",
+        "drop table orders",
+        "-c",
+        "select 'third'",
+    ]);
+    let (_, out, err) = run(&mut c);
+    assert!(out.contains("first") && out.contains("third"), "{out}{err}");
+    let log = b.env.path("state/audit.log");
+    wait_until("the session ended", Duration::from_secs(10), || {
+        events(&log).iter().any(|e| e["action"] == "session.end")
+    });
+    let events = events(&log);
+    let first = find(&events, "command.allow", &|e| {
+        e["command"] == "select 'first'"
+    });
+    let session = first["session"].as_str().unwrap().to_string();
+    let mine: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e["session"] == session.as_str())
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or_default().to_string(),
+                e["command"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("session.start", ""),
+        ("command.allow", "select 'first'"),
+        ("command.deny", "drop table orders"),
+        ("command.allow", "select 'third'"),
+        ("session.end", ""),
+    ]
+    .iter()
+    .map(|(a, c)| (a.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(mine, expected);
+    // The recording holds the three statements in the order they were sent.
+    let (code, text, err) = b.vigil(&["export", &session, "--format", "text"]);
+    assert_eq!(code, 0, "{err}");
+    let at = |s: &str| {
+        text.find(s)
+            .unwrap_or_else(|| panic!("{s} is not in the recording: {text}"))
+    };
+    assert!(
+        at("select 'first'") < at("drop table orders")
+            && at("drop table orders") < at("select 'third'"),
+        "{text}"
+    );
+}
