@@ -63,6 +63,14 @@ pub enum ScramError {
     EmptyPassword,
     #[error("the system random number generator failed")]
     Random,
+    #[error(
+        "the server asks for {0} SCRAM iterations; vigil runs at most {MAX_CLIENT_ITERATIONS}"
+    )]
+    TooManyIterations(u32),
+    #[error("the server's SCRAM signature does not verify: it does not know the password")]
+    BadServerSignature,
+    #[error("the server ended the SCRAM exchange: {0}")]
+    ServerError(String),
 }
 
 /// What PostgreSQL stores for a SCRAM-SHA-256 password (`pg_authid.rolpassword`):
@@ -431,6 +439,205 @@ impl<'a> ClientFinal<'a> {
     }
 }
 
+/// The most PBKDF2 rounds vigil runs for a login to a target (postgres-protocol's client has
+/// the same limit): a target that asks for more is refused rather than spend the bastion's CPU.
+pub const MAX_CLIENT_ITERATIONS: u32 = 100_000;
+
+/// Salted-password keys remembered (`ScramClient`); the cache is emptied when it is full.
+const CLIENT_KEY_CACHE: usize = 64;
+
+/// The client side of SCRAM-SHA-256, for vigil's logins to its targets, without channel
+/// binding (GS2 header `n,,`, as postgres-protocol's client without TLS binding):
+/// [`ScramClient::new`] → SASLInitialResponse; AuthenticationSASLContinue →
+/// [`ScramClient::server_first`] → SASLResponse; AuthenticationSASLFinal →
+/// [`ScramClient::server_final`], which checks the server's signature, so that a server that
+/// does not know the password cannot pass. Any error ends the exchange.
+///
+/// The password is SASLprep'd first, as libpq and postgres-protocol do (its bytes as they are
+/// when SASLprep refuses it). The two keys of a salted password (ClientKey, ServerKey) are
+/// remembered process-wide by (password, salt, iteration count): PostgreSQL keeps one salt per
+/// role, so a login after the first skips the PBKDF2 rounds (4096 by default), which were the
+/// largest single cost of a new session. The cache holds keys derived from passwords vigil
+/// holds anyway, is keyed by a SHA-256 over the password, salt and count, and a changed
+/// password or salt simply misses it.
+pub struct ScramClient {
+    /// `n=,r=<client nonce>`: the client-first message without its GS2 header.
+    first_bare: String,
+    nonce: String,
+    state: ClientState,
+}
+
+impl std::fmt::Debug for ScramClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScramClient(<secret>)")
+    }
+}
+
+enum ClientState {
+    ServerFirst,
+    ServerFinal { server_signature: [u8; KEY_LEN] },
+    Done,
+}
+
+const GS2_HEADER: &str = "n,,";
+
+impl ScramClient {
+    /// A new exchange and its client-first message.
+    pub fn new() -> Result<(Self, Vec<u8>), ScramError> {
+        let mut raw = [0u8; NONCE_LEN];
+        rand::fill(&mut raw).map_err(|_| ScramError::Random)?;
+        // Base64 is printable and has no comma.
+        let nonce = B64.encode(raw);
+        let first_bare = format!("n=,r={nonce}");
+        let message = format!("{GS2_HEADER}{first_bare}").into_bytes();
+        Ok((
+            ScramClient {
+                first_bare,
+                nonce,
+                state: ClientState::ServerFirst,
+            },
+            message,
+        ))
+    }
+
+    /// Reads the server-first message (`r=<nonce>,s=<salt>,i=<count>`); returns the
+    /// client-final message with the proof.
+    pub fn server_first(&mut self, msg: &[u8], password: &[u8]) -> Result<Vec<u8>, ScramError> {
+        if !matches!(self.state, ClientState::ServerFirst) {
+            return Err(ScramError::OutOfOrder);
+        }
+        self.state = ClientState::Done;
+        let bad = |why| ScramError::Malformed {
+            message: "server-first",
+            why,
+        };
+        let text = std::str::from_utf8(msg).map_err(|_| bad("not UTF-8"))?;
+        let mut attrs = text.split(',');
+        let nonce = match attrs.next() {
+            Some(a) if a.starts_with("m=") => return Err(bad("a mandatory extension")),
+            Some(a) => a.strip_prefix("r=").ok_or(bad("no nonce"))?,
+            None => return Err(bad("empty")),
+        };
+        if nonce.len() <= self.nonce.len()
+            || !nonce.starts_with(&self.nonce)
+            || !nonce.bytes().all(printable)
+        {
+            return Err(ScramError::NonceMismatch);
+        }
+        let salt = attrs
+            .next()
+            .and_then(|a| a.strip_prefix("s="))
+            .ok_or(bad("no salt"))?;
+        let salt = B64
+            .decode(salt)
+            .map_err(|_| bad("the salt is not base64"))?;
+        let iterations = attrs
+            .next()
+            .and_then(|a| a.strip_prefix("i="))
+            .and_then(parse_iterations)
+            .ok_or(bad("no iteration count"))?;
+        if !attrs.all(extension) {
+            return Err(bad("a malformed extension"));
+        }
+        if iterations > MAX_CLIENT_ITERATIONS {
+            return Err(ScramError::TooManyIterations(iterations));
+        }
+        let (client_key, server_key) = salted_keys(password, &salt, iterations)?;
+        // c=biws is base64 of the GS2 header `n,,`.
+        let final_bare = format!("c={},r={nonce}", B64.encode(GS2_HEADER));
+        let auth_message = format!("{},{text},{final_bare}", self.first_bare);
+        let signature = hmac_sha256(&sha256(&client_key), auth_message.as_bytes());
+        let mut proof = client_key;
+        for (p, s) in proof.iter_mut().zip(signature) {
+            *p ^= s;
+        }
+        self.state = ClientState::ServerFinal {
+            server_signature: hmac_sha256(&server_key, auth_message.as_bytes()),
+        };
+        Ok(format!("{final_bare},p={}", B64.encode(proof)).into_bytes())
+    }
+
+    /// Reads the server-final message: `v=<signature>` must be the server's proof that it
+    /// knows the password; `e=<error>` is the server's refusal.
+    pub fn server_final(&mut self, msg: &[u8]) -> Result<(), ScramError> {
+        let ClientState::ServerFinal { server_signature } =
+            std::mem::replace(&mut self.state, ClientState::Done)
+        else {
+            return Err(ScramError::OutOfOrder);
+        };
+        let bad = |why| ScramError::Malformed {
+            message: "server-final",
+            why,
+        };
+        let text = std::str::from_utf8(msg).map_err(|_| bad("not UTF-8"))?;
+        let first = text.split(',').next().unwrap_or_default();
+        if let Some(e) = first.strip_prefix("e=") {
+            return Err(ScramError::ServerError(e.chars().take(200).collect()));
+        }
+        let v = first.strip_prefix("v=").ok_or(bad("no verifier"))?;
+        let v = B64
+            .decode(v)
+            .map_err(|_| bad("the verifier is not base64"))?;
+        constant_time::verify_slices_are_equal(&v, &server_signature)
+            .map_err(|_| ScramError::BadServerSignature)
+    }
+}
+
+/// ClientKey and ServerKey of `password` salted with `salt` over `iterations` rounds, from the
+/// cache when this triple was seen before (see `ScramClient`).
+fn salted_keys(
+    password: &[u8],
+    salt: &[u8],
+    iterations: u32,
+) -> Result<([u8; KEY_LEN], [u8; KEY_LEN]), ScramError> {
+    use std::{
+        collections::HashMap,
+        sync::{Mutex, OnceLock},
+    };
+    type Cache = Mutex<HashMap<[u8; KEY_LEN], ([u8; KEY_LEN], [u8; KEY_LEN])>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let password = saslprep(password);
+    let rounds = NonZeroU32::new(iterations).ok_or(ScramError::Iterations)?;
+    let mut id = Vec::with_capacity(password.len() + salt.len() + 16);
+    id.extend_from_slice(b"vigil/pg/scram-client/v1\0");
+    id.extend_from_slice(&(password.len() as u64).to_be_bytes());
+    id.extend_from_slice(&password);
+    id.extend_from_slice(&iterations.to_be_bytes());
+    id.extend_from_slice(salt);
+    let id = sha256(&id);
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(keys) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+        return Ok(*keys);
+    }
+    let mut salted = [0u8; KEY_LEN];
+    pbkdf2::derive(
+        pbkdf2::PBKDF2_HMAC_SHA256,
+        rounds,
+        salt,
+        &password,
+        &mut salted,
+    );
+    let keys = (
+        hmac_sha256(&salted, b"Client Key"),
+        hmac_sha256(&salted, b"Server Key"),
+    );
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= CLIENT_KEY_CACHE {
+        cache.clear();
+    }
+    cache.insert(id, keys);
+    Ok(keys)
+}
+
+/// SASLprep (RFC 4013) of a UTF-8 password, its bytes as they are otherwise or when SASLprep
+/// refuses it: what libpq sends, so that vigil's login works wherever psql's would.
+fn saslprep(password: &[u8]) -> Vec<u8> {
+    match std::str::from_utf8(password).map(stringprep::saslprep) {
+        Ok(Ok(p)) => p.into_owned().into_bytes(),
+        _ => password.to_vec(),
+    }
+}
+
 /// RFC 5802 `printable`: ASCII 0x21..=0x7E except `,`.
 fn printable(b: u8) -> bool {
     (0x21..=0x7e).contains(&b) && b != b','
@@ -491,6 +698,94 @@ mod tests {
             .finish(&server_final)
             .expect("the client verifies the server");
         Ok(())
+    }
+
+    /// Runs a whole exchange between our client and our server.
+    fn our_exchange(verifier: &Verifier, password: &[u8]) -> Result<(), ScramError> {
+        let (mut client, first) = ScramClient::new()?;
+        let mut server = ScramServer::new(Some(verifier), "alice", &mock());
+        let server_first = server.client_first(&first)?;
+        let last = client.server_first(&server_first, password)?;
+        let server_final = server.client_final(&last)?;
+        client.server_final(&server_final)
+    }
+
+    #[test]
+    fn our_client_logs_in_again_from_its_cache_and_only_with_the_right_password() {
+        let v = Verifier::generate("client side", 4096).unwrap();
+        our_exchange(&v, b"client side").unwrap();
+        // The second login takes the keys from the cache.
+        our_exchange(&v, b"client side").unwrap();
+        assert_eq!(our_exchange(&v, b"client sidE"), Err(ScramError::BadProof));
+        // Another salt for the same password is another entry.
+        let other = Verifier::generate("client side", 4096).unwrap();
+        our_exchange(&other, b"client side").unwrap();
+        // SASLprep as libpq: a no-break space is a space.
+        let v = Verifier::generate("pass word", 4096).unwrap();
+        our_exchange(&v, "pass\u{a0}word".as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn our_client_refuses_a_server_that_does_not_prove_the_password_or_misbehaves() {
+        let v = Verifier::generate("client side", 4096).unwrap();
+        let start = || {
+            let (client, first) = ScramClient::new().unwrap();
+            let mut server = ScramServer::new(Some(&v), "alice", &mock());
+            let server_first = server.client_first(&first).unwrap();
+            (client, server_first)
+        };
+        // A signature made without the password, and a refusal.
+        let (mut c, first) = start();
+        c.server_first(&first, b"client side").unwrap();
+        let forged = format!("v={}", B64.encode([7u8; 32]));
+        assert_eq!(
+            c.server_final(forged.as_bytes()),
+            Err(ScramError::BadServerSignature)
+        );
+        let (mut c, first) = start();
+        c.server_first(&first, b"client side").unwrap();
+        assert_eq!(
+            c.server_final(b"e=invalid-proof"),
+            Err(ScramError::ServerError("invalid-proof".into()))
+        );
+        // Out of order: the final message before the first.
+        let (mut c, _) = start();
+        assert_eq!(c.server_final(b"v=AAAA"), Err(ScramError::OutOfOrder));
+        // A nonce that does not continue ours, too many rounds, a mandatory extension, garbage.
+        let (mut c, first) = start();
+        let text = String::from_utf8(first).unwrap();
+        let nonce = text.split(',').next().unwrap().strip_prefix("r=").unwrap();
+        let swapped = text.replacen(nonce, &format!("x{}", &nonce[1..]), 1);
+        assert_eq!(
+            c.server_first(swapped.as_bytes(), b"client side"),
+            Err(ScramError::NonceMismatch)
+        );
+        type Edit = fn(&str) -> String;
+        let cases: [(Edit, Option<ScramError>); 6] = [
+            (
+                |t| t.replace(",i=4096", ",i=100001"),
+                Some(ScramError::TooManyIterations(100_001)),
+            ),
+            (|t| format!("m=ext,{t}"), None),
+            (|t| t.replace(",i=4096", ""), None),
+            (|t| t.replace(",i=4096", ",i=0"), None),
+            (|_| "r=".to_string(), Some(ScramError::NonceMismatch)),
+            (|_| String::new(), None),
+        ];
+        for (edit, expected) in cases {
+            let (mut c, first) = start();
+            let msg = edit(std::str::from_utf8(&first).unwrap());
+            let got = c.server_first(msg.as_bytes(), b"client side").unwrap_err();
+            match expected {
+                Some(e) => assert_eq!(got, e, "{msg}"),
+                None => assert!(
+                    matches!(got, ScramError::Malformed { .. }),
+                    "{msg}: {got:?}"
+                ),
+            }
+        }
+        let (mut c, _) = start();
+        assert!(c.server_first(&[0xff, 0xfe], b"x").is_err());
     }
 
     #[test]

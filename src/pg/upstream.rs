@@ -13,10 +13,7 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use bytes::BytesMut;
-use postgres_protocol::authentication::{
-    md5_hash,
-    sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256},
-};
+use postgres_protocol::authentication::{md5_hash, sasl::SCRAM_SHA_256};
 use rustls_pki_types::{pem::PemObject, CertificateDer, ServerName, UnixTime};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
@@ -34,6 +31,7 @@ use tokio_rustls::{
 use tokio_util::codec::{Framed, FramedParts};
 
 use super::{
+    scram::ScramClient,
     wire::{
         backend::{self, Authentication, Backend, ErrorFields},
         codec::{read_with, BackendCodec, CodecError},
@@ -145,7 +143,7 @@ pub enum UpstreamError {
     #[error("the server offers SASL mechanisms {0:?}; vigil supports only SCRAM-SHA-256")]
     UnsupportedSasl(Vec<String>),
     #[error("SCRAM with the server failed: {0}")]
-    Scram(std::io::Error),
+    Scram(#[from] super::scram::ScramError),
     /// The server sent an ErrorResponse: wrong password, unknown database, too many clients...
     #[error("the server refused the connection: {0}")]
     Server(ErrorFields),
@@ -422,8 +420,9 @@ async fn authenticate(
     }
 }
 
-/// SCRAM-SHA-256 without channel binding, with postgres-protocol's client; the server's
-/// signature is checked, so a server that does not know the password cannot pass.
+/// SCRAM-SHA-256 without channel binding (`scram::ScramClient`, which remembers salted
+/// passwords); the server's signature is checked, so a server that does not know the password
+/// cannot pass.
 async fn scram(
     settings: &UpstreamSettings,
     stream: &mut UpstreamStream,
@@ -431,11 +430,11 @@ async fn scram(
     password: &[u8],
 ) -> Result<(), UpstreamError> {
     const PHASE: &str = "SCRAM authentication";
-    let mut client = ScramSha256::new(password, ChannelBinding::unsupported());
+    let (mut client, first) = ScramClient::new()?;
     stream
         .write_all(&frontend::sasl_initial_response_message(
             SCRAM_SHA_256,
-            client.message(),
+            &first,
         )?)
         .await?;
     let data = match read(settings, stream, buf, PHASE).await? {
@@ -445,9 +444,9 @@ async fn scram(
         } => data,
         other => return Err(unexpected(other, PHASE)),
     };
-    client.update(&data).map_err(UpstreamError::Scram)?;
+    let last = client.server_first(&data, password)?;
     stream
-        .write_all(&frontend::sasl_response_message(client.message())?)
+        .write_all(&frontend::sasl_response_message(&last)?)
         .await?;
     let data = match read(settings, stream, buf, PHASE).await? {
         Backend::Authentication {
@@ -456,7 +455,7 @@ async fn scram(
         } => data,
         other => return Err(unexpected(other, PHASE)),
     };
-    client.finish(&data).map_err(UpstreamError::Scram)
+    Ok(client.server_final(&data)?)
 }
 
 /// After AuthenticationOk: ParameterStatus and BackendKeyData up to ReadyForQuery.

@@ -63,6 +63,18 @@ async fn scram_authenticates_and_relays_a_query() {
     .unwrap();
     assert!(!up.tls);
     assert_eq!(up.auth, AuthMethod::ScramSha256);
+    // Later logins take the salted password from vigil's cache; the server still checks the
+    // proof (and vigil the server's signature) each time.
+    for _ in 0..2 {
+        let again = upstream::connect(&settings(
+            pg.address(),
+            Some(PASSWORD),
+            UpstreamTls::Disable,
+        ))
+        .await
+        .unwrap();
+        assert_eq!(again.auth, AuthMethod::ScramSha256);
+    }
     assert!(up.param("server_version").unwrap().starts_with("15"));
     assert_eq!(up.param("application_name"), Some("vigil-test"));
     assert_eq!(up.param("client_encoding"), Some("UTF8"));
