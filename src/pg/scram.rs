@@ -145,21 +145,12 @@ impl Verifier {
         if password.is_empty() {
             return Err(ScramError::EmptyPassword);
         }
-        let rounds = NonZeroU32::new(iterations).ok_or(ScramError::Iterations)?;
-        let mut salted = [0u8; KEY_LEN];
-        pbkdf2::derive(
-            pbkdf2::PBKDF2_HMAC_SHA256,
-            rounds,
-            salt,
-            password,
-            &mut salted,
-        );
-        let client_key = hmac_sha256(&salted, b"Client Key");
+        let (client_key, server_key) = derive_keys(password, salt, iterations)?;
         Ok(Verifier {
             iterations,
             salt: salt.to_vec(),
             stored_key: sha256(&client_key),
-            server_key: hmac_sha256(&salted, b"Server Key"),
+            server_key,
         })
     }
 
@@ -379,10 +370,7 @@ impl<'a> ClientFirst<'a> {
             Some(a) if a.starts_with("n=") => {}
             _ => return Err(bad("expected the username attribute n=")),
         }
-        let nonce = attrs
-            .next()
-            .and_then(|a| a.strip_prefix("r="))
-            .ok_or(bad("expected the nonce attribute r="))?;
+        let nonce = next_attr(&mut attrs, "r=").ok_or(bad("expected the nonce attribute r="))?;
         if nonce.is_empty() || !nonce.bytes().all(printable) {
             return Err(bad("the nonce is not printable ASCII"));
         }
@@ -416,17 +404,12 @@ impl<'a> ClientFinal<'a> {
             .ok_or(bad("expected the proof attribute p= last"))?;
         let proof = decode_key(proof).ok_or(bad("the proof is not 32 bytes of base64"))?;
         let mut attrs = without_proof.split(',');
-        let binding = attrs
-            .next()
-            .and_then(|a| a.strip_prefix("c="))
-            .ok_or(bad("expected the channel binding attribute c="))?;
+        let binding =
+            next_attr(&mut attrs, "c=").ok_or(bad("expected the channel binding attribute c="))?;
         let binding = B64
             .decode(binding)
             .map_err(|_| bad("the channel binding is not base64"))?;
-        let nonce = attrs
-            .next()
-            .and_then(|a| a.strip_prefix("r="))
-            .ok_or(bad("expected the nonce attribute r="))?;
+        let nonce = next_attr(&mut attrs, "r=").ok_or(bad("expected the nonce attribute r="))?;
         if !attrs.all(extension) {
             return Err(bad("invalid attribute"));
         }
@@ -524,16 +507,11 @@ impl ScramClient {
         {
             return Err(ScramError::NonceMismatch);
         }
-        let salt = attrs
-            .next()
-            .and_then(|a| a.strip_prefix("s="))
-            .ok_or(bad("no salt"))?;
+        let salt = next_attr(&mut attrs, "s=").ok_or(bad("no salt"))?;
         let salt = B64
             .decode(salt)
             .map_err(|_| bad("the salt is not base64"))?;
-        let iterations = attrs
-            .next()
-            .and_then(|a| a.strip_prefix("i="))
+        let iterations = next_attr(&mut attrs, "i=")
             .and_then(parse_iterations)
             .ok_or(bad("no iteration count"))?;
         if !attrs.all(extension) {
@@ -597,7 +575,6 @@ fn salted_keys(
     type Cache = Mutex<HashMap<[u8; KEY_LEN], ([u8; KEY_LEN], [u8; KEY_LEN])>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let password = saslprep(password);
-    let rounds = NonZeroU32::new(iterations).ok_or(ScramError::Iterations)?;
     let mut id = Vec::with_capacity(password.len() + salt.len() + 16);
     id.extend_from_slice(b"vigil/pg/scram-client/v1\0");
     id.extend_from_slice(&(password.len() as u64).to_be_bytes());
@@ -609,24 +586,35 @@ fn salted_keys(
     if let Some(keys) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
         return Ok(*keys);
     }
-    let mut salted = [0u8; KEY_LEN];
-    pbkdf2::derive(
-        pbkdf2::PBKDF2_HMAC_SHA256,
-        rounds,
-        salt,
-        &password,
-        &mut salted,
-    );
-    let keys = (
-        hmac_sha256(&salted, b"Client Key"),
-        hmac_sha256(&salted, b"Server Key"),
-    );
+    let keys = derive_keys(&password, salt, iterations)?;
     let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
     if cache.len() >= CLIENT_KEY_CACHE {
         cache.clear();
     }
     cache.insert(id, keys);
     Ok(keys)
+}
+
+/// ClientKey and ServerKey (RFC 5802) of `password` salted with `salt` over `iterations`
+/// PBKDF2 rounds.
+fn derive_keys(
+    password: &[u8],
+    salt: &[u8],
+    iterations: u32,
+) -> Result<([u8; KEY_LEN], [u8; KEY_LEN]), ScramError> {
+    let rounds = NonZeroU32::new(iterations).ok_or(ScramError::Iterations)?;
+    let mut salted = [0u8; KEY_LEN];
+    pbkdf2::derive(
+        pbkdf2::PBKDF2_HMAC_SHA256,
+        rounds,
+        salt,
+        password,
+        &mut salted,
+    );
+    Ok((
+        hmac_sha256(&salted, b"Client Key"),
+        hmac_sha256(&salted, b"Server Key"),
+    ))
 }
 
 /// SASLprep (RFC 4013) of a UTF-8 password, its bytes as they are otherwise or when SASLprep
@@ -636,6 +624,11 @@ fn saslprep(password: &[u8]) -> Vec<u8> {
         Ok(Ok(p)) => p.into_owned().into_bytes(),
         _ => password.to_vec(),
     }
+}
+
+/// The next attribute's value when it is `name` (`"s="`).
+fn next_attr<'a>(attrs: &mut std::str::Split<'a, char>, name: &str) -> Option<&'a str> {
+    attrs.next().and_then(|a| a.strip_prefix(name))
 }
 
 /// RFC 5802 `printable`: ASCII 0x21..=0x7E except `,`.
