@@ -169,7 +169,12 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         target: target.name.clone(),
         client: Some(peer.to_string()),
     };
-    let recorder = match gw.recordings.begin(meta).await {
+    // The recording starts (a synced header in the spool) while the target is logged in to.
+    let (recorder, upstream) = tokio::join!(
+        gw.recordings.begin(meta),
+        super::upstream::connect(&settings)
+    );
+    let recorder = match recorder {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "cannot start a recording");
@@ -193,7 +198,7 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         detail: Some(if tls { "tls" } else { "plain" }.into()),
         ..session_audit.clone()
     });
-    let upstream = match super::upstream::connect(&settings).await {
+    let upstream = match upstream {
         Ok(u) => u,
         Err(e) => {
             let msg = format!("vigil: target {} is unavailable: {e}", target.name);
@@ -1929,28 +1934,41 @@ fn frame_describe_portal(portal: &str) -> Bytes {
 }
 
 /// Runs one catalog query on the target (simple protocol) and returns its rows as text.
-async fn simple_rows(up: &mut Up, sql_text: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+/// The rows of each of `N` queries sent as one simple Query, in one implicit transaction.
+async fn simple_result_sets<const N: usize>(
+    up: &mut Up,
+    queries: [String; N],
+) -> Result<[Vec<Vec<Option<String>>>; N], String> {
     // The client controls its session (search_path, temporary objects, operators): the catalog
     // queries name everything in pg_catalog and run with search_path = pg_catalog for their own
     // implicit transaction (vigil reads the catalog only outside transaction blocks).
-    let sql_text =
-        format!("select pg_catalog.set_config('search_path', 'pg_catalog', true); {sql_text}");
+    let mut sql_text =
+        String::from("select pg_catalog.set_config('search_path', 'pg_catalog', true)");
+    for q in &queries {
+        sql_text.push_str("; ");
+        sql_text.push_str(q);
+    }
     up.send(frame_query(&sql_text))
         .await
         .map_err(|e| e.to_string())?;
-    let mut rows = Vec::new();
+    let mut sets: [Vec<Vec<Option<String>>>; N] = std::array::from_fn(|_| Vec::new());
+    // The first RowDescription is set_config's: its row is not kept.
+    let mut described = 0usize;
     let mut error = None;
     loop {
         match up.next().await {
             None => return Err("the target closed the connection".into()),
             Some(Err(e)) => return Err(e.to_string()),
-            // Only the last statement's rows (the first one pins the search_path).
-            Some(Ok(Backend::RowDescription { .. })) => rows.clear(),
-            Some(Ok(Backend::DataRow(r))) => rows.push(
-                r.values()
-                    .map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned()))
-                    .collect(),
-            ),
+            Some(Ok(Backend::RowDescription { .. })) => described += 1,
+            Some(Ok(Backend::DataRow(r))) => {
+                if let Some(set) = described.checked_sub(2).and_then(|i| sets.get_mut(i)) {
+                    set.push(
+                        r.values()
+                            .map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned()))
+                            .collect(),
+                    );
+                }
+            }
             Some(Ok(Backend::ErrorResponse { fields, .. })) => error = Some(fields.to_string()),
             Some(Ok(Backend::ReadyForQuery { .. })) => break,
             Some(Ok(_)) => {}
@@ -1958,7 +1976,12 @@ async fn simple_rows(up: &mut Up, sql_text: &str) -> Result<Vec<Vec<Option<Strin
     }
     match error {
         Some(e) => Err(e),
-        None => Ok(rows),
+        None if described != N + 1 => Err(format!(
+            "the catalog queries answered {} result sets, not {}",
+            described.saturating_sub(1),
+            N
+        )),
+        None => Ok(sets),
     }
 }
 
@@ -2019,14 +2042,27 @@ async fn load_catalog(
     }
     const SYSTEM: &str =
         "n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg_toast%'";
-    let rels = simple_rows(
+    // The relations with their columns, the views' definitions and the functions: one round
+    // trip (a new session waits for it).
+    let [rels, views, funcs] = simple_result_sets(
         up,
-        &format!(
-            "select c.oid, n.nspname, c.relname, c.relkind, a.attnum, a.attname \
-             from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
-             join pg_catalog.pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped \
-             where c.relkind in ('r','v','m','p','f') and {SYSTEM} order by c.oid, a.attnum"
-        ),
+        [
+            format!(
+                "select c.oid, n.nspname, c.relname, c.relkind, a.attnum, a.attname \
+                 from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
+                 join pg_catalog.pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped \
+                 where c.relkind in ('r','v','m','p','f') and {SYSTEM} order by c.oid, a.attnum"
+            ),
+            format!(
+                "select c.oid, pg_catalog.pg_get_viewdef(c.oid) from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
+                 where c.relkind in ('v','m') and {SYSTEM}"
+            ),
+            format!(
+                "select n.nspname, p.proname, l.lanname, p.prosrc from pg_catalog.pg_proc p \
+                 join pg_catalog.pg_namespace n on n.oid = p.pronamespace join pg_catalog.pg_language l on l.oid = p.prolang \
+                 where {SYSTEM}"
+            ),
+        ],
     )
     .await?;
     let mut current: Option<RelRows> = None;
@@ -2053,14 +2089,6 @@ async fn load_catalog(
         }
     }
     flush(&mut catalog, current.take());
-    let views = simple_rows(
-        up,
-        &format!(
-            "select c.oid, pg_catalog.pg_get_viewdef(c.oid) from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
-             where c.relkind in ('v','m') and {SYSTEM}"
-        ),
-    )
-    .await?;
     let defs: Vec<(u32, String)> = views
         .into_iter()
         .filter_map(|r| {
@@ -2071,15 +2099,6 @@ async fn load_catalog(
         .collect();
     let refs: Vec<(u32, &str)> = defs.iter().map(|(o, d)| (*o, d.as_str())).collect();
     catalog.derive_view_masks(&refs);
-    let funcs = simple_rows(
-        up,
-        &format!(
-            "select n.nspname, p.proname, l.lanname, p.prosrc from pg_catalog.pg_proc p \
-             join pg_catalog.pg_namespace n on n.oid = p.pronamespace join pg_catalog.pg_language l on l.oid = p.prolang \
-             where {SYSTEM}"
-        ),
-    )
-    .await?;
     for f in funcs {
         let get = |i: usize| f.get(i).cloned().flatten().unwrap_or_default();
         let (schema, name, lang, body) = (get(0), get(1), get(2), get(3).to_lowercase());
