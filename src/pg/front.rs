@@ -52,6 +52,8 @@ pub struct Shared {
     /// Stand-in SCRAM credentials for unknown users.
     mock: MockKey,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Target connections between sessions (`pool.rs`).
+    pub pool: super::pool::Pool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +78,7 @@ impl Shared {
             held: Mutex::new(HashMap::new()),
             mock: MockKey::derive(secret),
             tls,
+            pool: Default::default(),
         })
     }
 

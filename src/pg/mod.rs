@@ -9,6 +9,7 @@
 pub mod front;
 pub mod hold;
 pub mod masker;
+pub mod pool;
 pub mod scram;
 pub mod session;
 pub mod upstream;

@@ -17,6 +17,7 @@ use tokio_util::codec::{Framed, FramedRead};
 use super::{
     front::ClientStream,
     masker::{ColumnMask, Masker},
+    pool::Idle,
     upstream::{UpstreamSettings, UpstreamStream},
     wire::{
         backend::{self, Backend, FieldDescription, Severity, TransactionStatus},
@@ -170,10 +171,18 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         client: Some(peer.to_string()),
     };
     // The recording starts (a synced header in the spool) while the target is logged in to.
-    let (recorder, upstream) = tokio::join!(
-        gw.recordings.begin(meta),
-        super::upstream::connect(&settings)
-    );
+    // A connection a finished session left in the pool, or a new one.
+    let pooled = gw.pg.pool.take(&settings);
+    let (recorder, upstream) = tokio::join!(gw.recordings.begin(meta), async {
+        match pooled {
+            Some(idle) => Ok(idle),
+            None => super::upstream::connect(&settings).await.map(|u| Idle {
+                params: u.params.clone(),
+                backend_key: u.backend_key,
+                up: u.into_framed(max_len),
+            }),
+        }
+    });
     let recorder = match recorder {
         Ok(r) => r,
         Err(e) => {
@@ -223,9 +232,12 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
             return;
         }
     };
-    let params = upstream.params.clone();
-    let upstream_key = upstream.backend_key;
-    let mut up = upstream.into_framed(max_len);
+    let Idle {
+        params,
+        backend_key: upstream_key,
+        mut up,
+    } = upstream;
+    up.codec_mut().max_len = max_len;
     // The policy goes with the config the catalog is read from; the reload count is read
     // first, so a reload in between is followed again, never missed.
     let seen_reloads = gw.reloads();
@@ -301,6 +313,8 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         approved_once: Names::default(),
         key: ours,
         later: Later::default(),
+        upstream_params: params.clone(),
+        ended_cleanly: false,
     };
     let id = relay.recorder.session_id().to_string();
     let index =
@@ -314,6 +328,19 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
     };
     relay.catch_up().await;
     gw.pg.unregister(ours);
+    if relay.ended_cleanly {
+        // Nothing in flight and nothing unread: the connection can serve the next session.
+        if relay.idle() && up.read_buffer().is_empty() && up.write_buffer().is_empty() {
+            let idle = Idle {
+                up,
+                params: std::mem::take(&mut relay.upstream_params),
+                backend_key: upstream_key,
+            };
+            super::pool::keep(gw.clone(), settings.clone(), idle);
+        } else {
+            let _ = up.send(super::wire::frontend::terminate()).await;
+        }
+    }
     let _ = relay
         .recorder
         .record(Event::Exit(Exit {
@@ -513,6 +540,11 @@ struct Relay {
     key: BackendKey,
     /// Bookkeeping kept for after the I/O it describes (`Relay::catch_up`).
     later: Later,
+    /// The target's ParameterStatus values, kept up to date for the pool (`pool.rs`).
+    upstream_params: Vec<(String, String)>,
+    /// The client ended the session (Terminate, or closing its end), not vigil or the target:
+    /// the target connection may go back to the pool.
+    ended_cleanly: bool,
 }
 
 /// What a statement leaves to record: the recording's events (stamped when they happened) and
@@ -541,13 +573,16 @@ impl Relay {
                 // No random start: both branches are drained in turn anyway.
                 biased;
                 m = client.next() => match m {
-                    None => return "client closed the connection".into(),
+                    None => {
+                        self.ended_cleanly = true;
+                        return "client closed the connection".into();
+                    }
                     Some(Err(e)) => {
                         let _ = out.write_all(&backend::error_response(Severity::Fatal, "08P01", &format!("vigil: {e}"), None)).await;
                         return format!("protocol error from the client: {e}");
                     }
-                    Some(Ok(Frontend::Terminate { frame })) => {
-                        let _ = up.send(frame).await;
+                    Some(Ok(Frontend::Terminate { .. })) => {
+                        self.ended_cleanly = true;
                         return "client terminated the session".into();
                     }
                     Some(Ok(m)) => {
@@ -559,12 +594,14 @@ impl Relay {
                         // one read) goes upstream in one write, not one per message.
                         loop {
                             match futures::FutureExt::now_or_never(client.next()) {
-                                Some(Some(Ok(Frontend::Terminate { frame }))) => {
-                                    let _ = up.send(frame).await;
+                                Some(Some(Ok(Frontend::Terminate { .. }))) => {
+                                    let _ = up.flush().await;
+                                    self.ended_cleanly = true;
                                     return "client terminated the session".into();
                                 }
                                 Some(None) => {
                                     let _ = up.flush().await;
+                                    self.ended_cleanly = true;
                                     return "client closed the connection".into();
                                 }
                                 Some(Some(Ok(m))) => {
@@ -1650,9 +1687,13 @@ impl Relay {
             Backend::CopyBothResponse { .. } => {
                 return Err("the target started a COPY BOTH (replication) stream".into());
             }
-            Backend::CopyDone { frame }
-            | Backend::ParameterStatus { frame, .. }
-            | Backend::NotificationResponse { frame, .. } => to_client.extend_from_slice(&frame),
+            Backend::ParameterStatus { frame, name, value } => {
+                to_client.extend_from_slice(&frame);
+                super::pool::set_param(&mut self.upstream_params, name, value);
+            }
+            Backend::CopyDone { frame } | Backend::NotificationResponse { frame, .. } => {
+                to_client.extend_from_slice(&frame)
+            }
             Backend::NoticeResponse { frame, fields } => {
                 let redact = self.masks_pending
                     || match self.expects.front() {

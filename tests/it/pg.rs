@@ -1032,3 +1032,82 @@ fn listen_notify_reaches_listeners_through_vigil() {
         listener.batch_execute("unlisten jobs").await.unwrap();
     });
 }
+
+/// psql with one `-c` per statement, as `user`: its stdout lines.
+fn psql_lines(b: &PgBastion, user: &str, password: &str, statements: &[&str]) -> Vec<String> {
+    let mut c = Command::new("psql");
+    c.env("PGPASSWORD", password)
+        .args([&b.conninfo(user), "-At", "-v", "ON_ERROR_STOP=1"]);
+    for s in statements {
+        c.args(["-c", s]);
+    }
+    let (code, out, err) = run(&mut c);
+    assert_eq!(code, 0, "{statements:?}: {out}{err}");
+    out.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn a_target_connection_is_reused_by_the_next_session_with_nothing_left_of_the_last() {
+    let b = PgBastion::start();
+    let pool = || b.running.as_ref().unwrap().gateway.pg.pool.len();
+    // A session leaves what it can behind: a temporary table, settings (a role among them),
+    // a prepared statement, a LISTEN, an advisory lock.
+    let first = psql_lines(
+        &b,
+        "alice",
+        ALICE_PW,
+        &[
+            "select pg_backend_pid()",
+            "create temp table left_behind(x int)",
+            "set search_path = nowhere",
+            "set application_name = 'left-behind'",
+            "prepare left_behind as select 1",
+            "listen left_behind",
+            "select pg_advisory_lock(42)",
+        ],
+    );
+    let pid = first[0].clone();
+    crate::harness::wait_until(
+        "the connection is back in the pool",
+        Duration::from_secs(10),
+        || pool() == 1,
+    );
+    // The next session (another vigil user) gets the same backend, reset.
+    let second = psql_lines(
+        &b,
+        "erin",
+        ERIN_PW,
+        &[
+            "select pg_backend_pid()",
+            "show search_path",
+            "show application_name",
+            "select count(*) from pg_class where relname = 'left_behind'",
+            "select count(*) from pg_prepared_statements",
+            "select count(*) from pg_listening_channels()",
+            "select count(*) from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()",
+        ],
+    );
+    assert_eq!(
+        second[0], pid,
+        "the second session did not reuse the connection"
+    );
+    assert_eq!(
+        second[1..],
+        ["\"$user\", public", "psql", "0", "0", "0", "0"]
+    );
+    // A session that ends inside a transaction does not give its connection back.
+    crate::harness::wait_until(
+        "the connection is back in the pool",
+        Duration::from_secs(10),
+        || pool() == 1,
+    );
+    let third = psql_lines(&b, "alice", ALICE_PW, &["begin", "select pg_backend_pid()"]);
+    assert_eq!(third[1], pid);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(pool(), 0);
+    let fourth = psql_lines(&b, "alice", ALICE_PW, &["select pg_backend_pid()"]);
+    assert_ne!(
+        fourth[0], pid,
+        "a connection left inside a transaction was reused"
+    );
+}

@@ -1,0 +1,209 @@
+//! Target connections kept after their session, for the next session to the same target with
+//! the same login: session pooling, as pgbouncer's `pool_mode = session`. A new session then
+//! skips the TCP (and TLS) handshake, the login and the target's backend start, and reads its
+//! catalog from a warm backend.
+//!
+//! A connection goes back only when its session ended cleanly (the client sent Terminate or
+//! closed its end) with nothing in flight: no transaction open, no statement, batch or COPY
+//! pending, nothing unread (`session.rs`). It is then reset with `DISCARD ALL`, which drops
+//! what a session leaves behind on the target: temporary tables, prepared statements, cursors,
+//! `SET` and `SET ROLE` / `SET SESSION AUTHORIZATION`, LISTEN registrations, advisory locks,
+//! cached plans and sequence state. Only a reset that completes (its command tag, then
+//! ReadyForQuery outside a transaction, within `RESET_TIMEOUT`) keeps the connection.
+//!
+//! What `DISCARD ALL` cannot see, a pooled connection carries to the next session of the same
+//! target login, exactly as with pgbouncer: state kept by extensions in their own session
+//! memory (e.g. `pg_variables`, dblink's open connections), and changes a function made to
+//! session-level C state. Every session of a target logs in as the same target user (the
+//! credentials vigil holds), so no privilege passes between vigil users this way; vigil's own
+//! per-session state (policy, masks, prepared names, cancel keys) is new for every session.
+//!
+//! Cancel keys: a session's key is withdrawn before its connection is reset and kept, so a
+//! CancelRequest that arrives later finds nothing. One that was already looked up and on its way
+//! to the target when the session ended can still reach the backend after the next session
+//! started, and cancel that session's statement (an error, never data); the window is the
+//! reset's round trip.
+//!
+//! Connections are kept per (address, database, user, password, TLS, startup parameters), at
+//! most `MAX_IDLE` each, for `IDLE_TIMEOUT`. One that the target closed or wrote to while idle
+//! is dropped when it would be taken.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use futures::{SinkExt, StreamExt};
+use tokio_util::codec::Framed;
+
+use super::{
+    upstream::{UpstreamSettings, UpstreamStream},
+    wire::{
+        backend::{Backend, TransactionStatus},
+        codec::BackendCodec,
+        frontend, BackendKey,
+    },
+};
+use crate::daemon::Gateway;
+
+/// How long a connection waits in the pool for a next session.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle connections kept per target login.
+pub const MAX_IDLE: usize = 32;
+/// How long the reset may take.
+const RESET_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Up = Framed<UpstreamStream, BackendCodec>;
+
+/// A logged-in target connection, between sessions.
+pub struct Idle {
+    pub up: Up,
+    /// The target's ParameterStatus values, as a new client is told them.
+    pub params: Vec<(String, String)>,
+    pub backend_key: Option<BackendKey>,
+}
+
+struct Kept {
+    id: u64,
+    since: Instant,
+    idle: Idle,
+}
+
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<HashMap<[u8; 32], Vec<Kept>>>,
+    next_id: AtomicU64,
+}
+
+impl Pool {
+    /// A kept connection for `settings`, the most recently returned first.
+    pub fn take(&self, settings: &UpstreamSettings) -> Option<Idle> {
+        let key = key(settings);
+        let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = map.get_mut(&key)?;
+        while let Some(mut kept) = list.pop() {
+            if kept.since.elapsed() >= IDLE_TIMEOUT {
+                continue;
+            }
+            // Anything readable now (the target's goodbye, an error, end of stream) means the
+            // connection is not the quiet, reset one that was put here.
+            if futures::FutureExt::now_or_never(kept.idle.up.next()).is_none() {
+                return Some(kept.idle);
+            }
+        }
+        None
+    }
+
+    fn insert(&self, settings: &UpstreamSettings, idle: Idle) -> Option<([u8; 32], u64)> {
+        let key = key(settings);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = map.entry(key).or_default();
+        list.retain(|k| k.since.elapsed() < IDLE_TIMEOUT);
+        if list.len() >= MAX_IDLE {
+            return None;
+        }
+        list.push(Kept {
+            id,
+            since: Instant::now(),
+            idle,
+        });
+        Some((key, id))
+    }
+
+    fn expire(&self, key: &[u8; 32], id: u64) {
+        let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = map.get_mut(key) {
+            list.retain(|k| k.id != id);
+            if list.is_empty() {
+                map.remove(key);
+            }
+        }
+    }
+
+    /// Idle connections kept now, over all targets.
+    pub fn len(&self) -> usize {
+        let map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Resets `idle` in the background and keeps it for `IDLE_TIMEOUT` (the caller checked that
+/// its session ended cleanly). A reset that fails, or a full pool, closes it.
+pub fn keep(gw: Arc<Gateway>, settings: UpstreamSettings, mut idle: Idle) {
+    tokio::spawn(async move {
+        let reset = tokio::time::timeout(RESET_TIMEOUT, reset(&mut idle)).await;
+        if !matches!(reset, Ok(true)) {
+            return;
+        }
+        let Some((key, id)) = gw.pg.pool.insert(&settings, idle) else {
+            return;
+        };
+        tokio::time::sleep(IDLE_TIMEOUT).await;
+        gw.pg.pool.expire(&key, id);
+    });
+}
+
+/// `DISCARD ALL`, answered with its tag and ReadyForQuery outside a transaction; the
+/// ParameterStatus values it reports (the ones the session had changed) update `params`.
+async fn reset(idle: &mut Idle) -> bool {
+    let Ok(discard) = frontend::query("DISCARD ALL") else {
+        return false;
+    };
+    if idle.up.send(discard).await.is_err() {
+        return false;
+    }
+    let mut discarded = false;
+    loop {
+        match idle.up.next().await {
+            Some(Ok(Backend::CommandComplete { tag, .. })) => discarded = tag == "DISCARD ALL",
+            Some(Ok(Backend::ParameterStatus { name, value, .. })) => {
+                set_param(&mut idle.params, name, value)
+            }
+            Some(Ok(Backend::NoticeResponse { .. } | Backend::NotificationResponse { .. })) => {}
+            Some(Ok(Backend::ReadyForQuery { status, .. })) => {
+                return discarded && status == TransactionStatus::Idle;
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// Records a ParameterStatus value.
+pub fn set_param(params: &mut Vec<(String, String)>, name: String, value: String) {
+    match params.iter_mut().find(|(n, _)| *n == name) {
+        Some(p) => p.1 = value,
+        None => params.push((name, value)),
+    }
+}
+
+/// Which pool a connection belongs to: everything that made its login and session start.
+fn key(s: &UpstreamSettings) -> [u8; 32] {
+    let mut id = Vec::with_capacity(256);
+    let mut put = |b: &[u8]| {
+        id.extend_from_slice(&(b.len() as u64).to_be_bytes());
+        id.extend_from_slice(b);
+    };
+    put(b"vigil/pg/pool/v1");
+    put(s.address.as_bytes());
+    put(s.database.as_bytes());
+    put(s.user.as_bytes());
+    put(s
+        .password
+        .as_ref()
+        .map_or(&b""[..], |p| p.expose().as_bytes()));
+    put(format!("{:?}", s.tls).as_bytes());
+    for (k, v) in &s.params {
+        put(k.as_bytes());
+        put(v.as_bytes());
+    }
+    crate::recording::keys::sha256(&id)
+}
