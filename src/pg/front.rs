@@ -54,6 +54,9 @@ pub struct Shared {
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// Target connections between sessions (`pool.rs`).
     pub pool: super::pool::Pool,
+    /// Cancels being forwarded, by the target's backend key: a connection goes back to the
+    /// pool only when none is in flight for it.
+    cancelling: Mutex<HashMap<BackendKey, u32>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +82,7 @@ impl Shared {
             mock: MockKey::derive(secret),
             tls,
             pool: Default::default(),
+            cancelling: Mutex::new(HashMap::new()),
         })
     }
 
@@ -102,9 +106,63 @@ impl Shared {
         }
     }
 
+    /// The mapping for `ours`, counted as in flight until the guard is dropped.
+    fn cancel_target(
+        &self,
+        ours: BackendKey,
+    ) -> Option<(UpstreamSettings, BackendKey, Cancelling<'_>)> {
+        let m = self.cancels.lock().ok()?;
+        let (settings, theirs) = m.get(&ours).cloned()?;
+        // Counted under the `cancels` lock: `unregister` then `cancelling` cannot miss it.
+        *self
+            .cancelling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(theirs)
+            .or_default() += 1;
+        Some((
+            settings,
+            theirs,
+            Cancelling {
+                shared: self,
+                theirs,
+            },
+        ))
+    }
+
+    /// A cancel for the target's backend `theirs` is on its way.
+    pub(crate) fn cancelling(&self, theirs: BackendKey) -> bool {
+        self.cancelling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&theirs)
+    }
+
     pub(crate) fn unregister(&self, ours: BackendKey) {
         if let Ok(mut m) = self.cancels.lock() {
             m.remove(&ours);
+        }
+    }
+}
+
+/// Counts one cancel in flight (`Shared::cancel_target`) until dropped.
+struct Cancelling<'a> {
+    shared: &'a Shared,
+    theirs: BackendKey,
+}
+
+impl Drop for Cancelling<'_> {
+    fn drop(&mut self) {
+        let mut m = self
+            .shared
+            .cancelling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.theirs) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.theirs);
+            }
         }
     }
 }
@@ -209,8 +267,7 @@ pub async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
                     gw.approvals.cancel(&gw.audit, id, why).await;
                     return;
                 }
-                let found = gw.pg.cancels.lock().ok().and_then(|m| m.get(&key).cloned());
-                if let Some((settings, upstream_key)) = found {
+                if let Some((settings, upstream_key, _in_flight)) = gw.pg.cancel_target(key) {
                     if let Err(e) = super::upstream::cancel(&settings, upstream_key).await {
                         tracing::warn!(error = %e, "forwarding a cancel request failed");
                     }

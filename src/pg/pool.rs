@@ -11,22 +11,27 @@
 //! cached plans and sequence state. Only a reset that completes (its command tag, then
 //! ReadyForQuery outside a transaction, within `RESET_TIMEOUT`) keeps the connection.
 //!
-//! What `DISCARD ALL` cannot see, a pooled connection carries to the next session of the same
-//! target login, exactly as with pgbouncer: state kept by extensions in their own session
-//! memory (e.g. `pg_variables`, dblink's open connections), and changes a function made to
-//! session-level C state. Every session of a target logs in as the same target user (the
-//! credentials vigil holds), so no privilege passes between vigil users this way; vigil's own
+//! What `DISCARD ALL` cannot see, a pooled connection carries to the next session: state kept
+//! in a backend's own memory by procedural languages and extensions (PL/Python's `GD`/`SD`,
+//! PL/Perl's `%_SHARED`, `pg_variables`, dblink's named connections, libraries `LOAD`ed).
+//! vigil's users differ in what they may see (rules, masks) while they share the target's
+//! login, so a connection is only ever reused by the same vigil user, and only under the same
+//! config (a reload starts new pools): one user cannot leave data behind for another, and a
+//! changed rule, mask, credential or CA file applies to every later session. vigil's own
 //! per-session state (policy, masks, prepared names, cancel keys) is new for every session.
 //!
 //! Cancel keys: a session's key is withdrawn before its connection is reset and kept, so a
-//! CancelRequest that arrives later finds nothing. One that was already looked up and on its way
-//! to the target when the session ended can still reach the backend after the next session
-//! started, and cancel that session's statement (an error, never data); the window is the
-//! reset's round trip.
+//! CancelRequest that arrives later finds nothing. One already on its way to the target (looked
+//! up before) is waited for (`front::Shared::cancelling`): the reset starts only once no cancel
+//! for that backend is in flight, so that a late cancel meets the idle backend (which ignores
+//! it), or the reset (which then fails, and the connection is closed), never the next session.
 //!
-//! Connections are kept per (address, database, user, password, TLS, startup parameters), at
-//! most `MAX_IDLE` each, for `IDLE_TIMEOUT`. One that the target closed or wrote to while idle
-//! is dropped when it would be taken.
+//! Connections are kept per (vigil user, config generation, address, database, target user,
+//! password, TLS, startup parameters), at most `MAX_IDLE` each and `MAX_IDLE_TOTAL` in all (they
+//! hold backends of the target: bounded, so that they cannot use up its connections), for
+//! `IDLE_TIMEOUT`. One the target closed or wrote to while idle is dropped when it would be
+//! taken; one whose peer vanished without a word (a half-open TCP connection) is found only by
+//! the session that takes it, which then fails as for a target that dies mid-session.
 
 use std::{
     collections::HashMap,
@@ -52,8 +57,10 @@ use crate::daemon::Gateway;
 
 /// How long a connection waits in the pool for a next session.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Idle connections kept per target login.
-pub const MAX_IDLE: usize = 32;
+/// Idle connections kept per target login and vigil user.
+pub const MAX_IDLE: usize = 16;
+/// Idle connections kept in all.
+pub const MAX_IDLE_TOTAL: usize = 64;
 /// How long the reset may take.
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -81,8 +88,9 @@ pub struct Pool {
 
 impl Pool {
     /// A kept connection for `settings`, the most recently returned first.
-    pub fn take(&self, settings: &UpstreamSettings) -> Option<Idle> {
-        let key = key(settings);
+    /// `scope`: the vigil user and the config generation (see the module docs).
+    pub fn take(&self, settings: &UpstreamSettings, scope: &str) -> Option<Idle> {
+        let key = key(settings, scope);
         let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = map.get_mut(&key)?;
         while let Some(mut kept) = list.pop() {
@@ -91,20 +99,22 @@ impl Pool {
             }
             // Anything readable now (the target's goodbye, an error, end of stream) means the
             // connection is not the quiet, reset one that was put here.
-            if futures::FutureExt::now_or_never(kept.idle.up.next()).is_none() {
+            if futures::FutureExt::now_or_never(kept.idle.up.next()).is_none()
+                && kept.idle.up.read_buffer().is_empty()
+            {
                 return Some(kept.idle);
             }
         }
         None
     }
 
-    fn insert(&self, settings: &UpstreamSettings, idle: Idle) -> Option<([u8; 32], u64)> {
-        let key = key(settings);
+    fn insert(&self, key: [u8; 32], idle: Idle) -> Option<u64> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = map.values().map(Vec::len).sum();
         let list = map.entry(key).or_default();
         list.retain(|k| k.since.elapsed() < IDLE_TIMEOUT);
-        if list.len() >= MAX_IDLE {
+        if list.len() >= MAX_IDLE || total >= MAX_IDLE_TOTAL {
             return None;
         }
         list.push(Kept {
@@ -112,7 +122,7 @@ impl Pool {
             since: Instant::now(),
             idle,
         });
-        Some((key, id))
+        Some(id)
     }
 
     fn expire(&self, key: &[u8; 32], id: u64) {
@@ -137,14 +147,23 @@ impl Pool {
 }
 
 /// Resets `idle` in the background and keeps it for `IDLE_TIMEOUT` (the caller checked that
-/// its session ended cleanly). A reset that fails, or a full pool, closes it.
-pub fn keep(gw: Arc<Gateway>, settings: UpstreamSettings, mut idle: Idle) {
+/// its session ended cleanly, and withdrew its cancel key). A cancel still in flight, a reset
+/// that fails, or a full pool closes it.
+pub fn keep(gw: Arc<Gateway>, settings: &UpstreamSettings, scope: &str, mut idle: Idle) {
+    let key = key(settings, scope);
     tokio::spawn(async move {
-        let reset = tokio::time::timeout(RESET_TIMEOUT, reset(&mut idle)).await;
-        if !matches!(reset, Ok(true)) {
+        let ready = async {
+            if let Some(k) = idle.backend_key {
+                while gw.pg.cancelling(k) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            reset(&mut idle).await
+        };
+        if !matches!(tokio::time::timeout(RESET_TIMEOUT, ready).await, Ok(true)) {
             return;
         }
-        let Some((key, id)) = gw.pg.pool.insert(&settings, idle) else {
+        let Some(id) = gw.pg.pool.insert(key, idle) else {
             return;
         };
         tokio::time::sleep(IDLE_TIMEOUT).await;
@@ -185,14 +204,16 @@ pub fn set_param(params: &mut Vec<(String, String)>, name: String, value: String
     }
 }
 
-/// Which pool a connection belongs to: everything that made its login and session start.
-fn key(s: &UpstreamSettings) -> [u8; 32] {
+/// Which pool a connection belongs to: the vigil user and config generation (`scope`), and
+/// everything that made its login and session start.
+fn key(s: &UpstreamSettings, scope: &str) -> [u8; 32] {
     let mut id = Vec::with_capacity(256);
     let mut put = |b: &[u8]| {
         id.extend_from_slice(&(b.len() as u64).to_be_bytes());
         id.extend_from_slice(b);
     };
     put(b"vigil/pg/pool/v1");
+    put(scope.as_bytes());
     put(s.address.as_bytes());
     put(s.database.as_bytes());
     put(s.user.as_bytes());
@@ -201,7 +222,9 @@ fn key(s: &UpstreamSettings) -> [u8; 32] {
         .as_ref()
         .map_or(&b""[..], |p| p.expose().as_bytes()));
     put(format!("{:?}", s.tls).as_bytes());
-    for (k, v) in &s.params {
+    let mut params: Vec<_> = s.params.iter().collect();
+    params.sort();
+    for (k, v) in params {
         put(k.as_bytes());
         put(v.as_bytes());
     }

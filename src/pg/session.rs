@@ -172,7 +172,7 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
     };
     // The recording starts (a synced header in the spool) while the target is logged in to.
     // A connection a finished session left in the pool, or a new one.
-    let pooled = gw.pg.pool.take(&settings);
+    let pooled = gw.pg.pool.take(&settings, &pool_scope(&user, gw.reloads()));
     let (recorder, upstream) = tokio::join!(gw.recordings.begin(meta), async {
         match pooled {
             Some(idle) => Ok(idle),
@@ -336,7 +336,8 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
                 params: std::mem::take(&mut relay.upstream_params),
                 backend_key: upstream_key,
             };
-            super::pool::keep(gw.clone(), settings.clone(), idle);
+            let scope = pool_scope(&user, gw.reloads());
+            super::pool::keep(gw.clone(), &settings, &scope, idle);
         } else {
             let _ = up.send(super::wire::frontend::terminate()).await;
         }
@@ -356,6 +357,12 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
     });
     let _ = relay.recorder.close(&reason).await;
     gw.approvals.session_ended(&id, &reason).await;
+}
+
+/// Whose target connections a session may reuse (`pool.rs`): its vigil user's, under the same
+/// config generation.
+fn pool_scope(user: &str, reloads: u64) -> String {
+    format!("{user}\0{reloads}")
 }
 
 fn random_key() -> BackendKey {

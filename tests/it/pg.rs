@@ -1072,11 +1072,22 @@ fn a_target_connection_is_reused_by_the_next_session_with_nothing_left_of_the_la
         Duration::from_secs(10),
         || pool() == 1,
     );
-    // The next session (another vigil user) gets the same backend, reset.
+    // Another vigil user never gets it: what DISCARD ALL cannot reset stays with its user.
+    let other = psql_lines(&b, "erin", ERIN_PW, &["select pg_backend_pid()"]);
+    assert_ne!(
+        other[0], pid,
+        "another user's session reused alice's connection"
+    );
+    crate::harness::wait_until(
+        "both connections are in the pool",
+        Duration::from_secs(10),
+        || pool() == 2,
+    );
+    // alice's next session gets the same backend, reset.
     let second = psql_lines(
         &b,
-        "erin",
-        ERIN_PW,
+        "alice",
+        ALICE_PW,
         &[
             "select pg_backend_pid()",
             "show search_path",
@@ -1099,12 +1110,12 @@ fn a_target_connection_is_reused_by_the_next_session_with_nothing_left_of_the_la
     crate::harness::wait_until(
         "the connection is back in the pool",
         Duration::from_secs(10),
-        || pool() == 1,
+        || pool() == 2,
     );
     let third = psql_lines(&b, "alice", ALICE_PW, &["begin", "select pg_backend_pid()"]);
     assert_eq!(third[1], pid);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(pool(), 0);
+    assert_eq!(pool(), 1, "only erin's connection is left");
     let fourth = psql_lines(&b, "alice", ALICE_PW, &["select pg_backend_pid()"]);
     assert_ne!(
         fourth[0], pid,
