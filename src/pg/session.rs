@@ -1981,8 +1981,8 @@ fn frame_describe_portal(portal: &str) -> Bytes {
     b.freeze()
 }
 
-/// Runs one catalog query on the target (simple protocol) and returns its rows as text.
-/// The rows of each of `N` queries sent as one simple Query, in one implicit transaction.
+/// The rows (as text) of each of `N` catalog queries, sent as one simple Query (one implicit
+/// transaction, one round trip).
 async fn simple_result_sets<const N: usize>(
     up: &mut Up,
     queries: [String; N],
