@@ -401,8 +401,9 @@ enum Expect {
 /// One statement (or Query string) on its way: what it was, how to mask its rows, what the
 /// client saw.
 struct Run {
-    sql: String,
-    params: Vec<Option<String>>,
+    /// Shared with the prepared statement and portal it runs (not copied per Execute).
+    sql: Arc<str>,
+    params: Arc<Vec<Option<String>>>,
     started: Instant,
     taints: Arc<Vec<OutputTaint>>,
     index: usize,
@@ -423,10 +424,10 @@ struct Run {
 }
 
 impl Run {
-    fn new(sql: &str, taints: Arc<Vec<OutputTaint>>, decision: Decision) -> Run {
+    fn new(sql: Arc<str>, taints: Arc<Vec<OutputTaint>>, decision: Decision) -> Run {
         Run {
-            sql: sql.to_string(),
-            params: Vec::new(),
+            sql,
+            params: Arc::new(Vec::new()),
             started: Instant::now(),
             taints,
             index: 0,
@@ -445,7 +446,7 @@ impl Run {
 
     /// A simple Query: its statements (`texts`, from the analysis) are recorded one by one.
     fn query(sql_text: &str, d: Decided) -> Run {
-        let mut run = Run::new(sql_text, d.taints, d.decision);
+        let mut run = Run::new(sql_text.into(), d.taints, d.decision);
         run.texts = d.texts;
         run
     }
@@ -468,7 +469,7 @@ impl Run {
 }
 
 struct Prepared {
-    sql: String,
+    sql: Arc<str>,
     taints: Arc<Vec<OutputTaint>>,
     decision: Decision,
     /// The `Relay::reloads` it was decided under: after a reload a Bind decides it again.
@@ -483,9 +484,9 @@ struct Prepared {
 struct Portal {
     /// Sync points (Sync or Query) the client had sent when it was bound.
     sync_no: u64,
-    sql: String,
+    sql: Arc<str>,
     taints: Arc<Vec<OutputTaint>>,
-    params: Vec<Option<String>>,
+    params: Arc<Vec<Option<String>>>,
     decision: Decision,
 }
 
@@ -1188,7 +1189,7 @@ impl Relay {
                 self.statements.insert(
                     name,
                     Prepared {
-                        sql: text,
+                        sql: text.into(),
                         taints,
                         prepared: d.action == Action::Allow,
                         decision: d,
@@ -1243,18 +1244,20 @@ impl Relay {
                 }
                 up.feed(frame).await.map_err(|e| e.to_string())?;
                 self.expects.push_back(Expect::Bind);
-                let params = params
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| {
-                        let binary = match param_formats.len() {
-                            0 => false,
-                            1 => param_formats.first() == Some(&1),
-                            _ => param_formats.get(i) == Some(&1),
-                        };
-                        v.as_ref().map(|b| show(b, binary))
-                    })
-                    .collect();
+                let params = Arc::new(
+                    params
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| {
+                            let binary = match param_formats.len() {
+                                0 => false,
+                                1 => param_formats.first() == Some(&1),
+                                _ => param_formats.get(i) == Some(&1),
+                            };
+                            v.as_ref().map(|b| show(b, binary))
+                        })
+                        .collect(),
+                );
                 self.portals.insert(
                     portal.clone(),
                     Portal {
@@ -1285,12 +1288,12 @@ impl Relay {
                 let gen = self.executes;
                 let (mut run, taint, bind_sync) = match self.portals.get(&portal) {
                     Some(p) => {
-                        let mut r = Run::new(&p.sql, p.taints.clone(), p.decision.clone());
+                        let mut r = Run::new(p.sql.clone(), p.taints.clone(), p.decision.clone());
                         r.params = p.params.clone();
                         (r, p.taints.first().cloned(), p.sync_no)
                     }
                     None => (
-                        Run::new("", Arc::new(Vec::new()), Decision::allow()),
+                        Run::new("".into(), Arc::new(Vec::new()), Decision::allow()),
                         None,
                         u64::MAX,
                     ),
@@ -1363,7 +1366,7 @@ impl Relay {
                     .await
                     .map_err(|e| e.to_string())?;
                 self.expects.push_back(Expect::Query(
-                    Box::new(Run::new("", Arc::new(Vec::new()), d)),
+                    Box::new(Run::new("".into(), Arc::new(Vec::new()), d)),
                     Some(err),
                 ));
                 self.client_syncs += 1;
@@ -1912,7 +1915,7 @@ impl Relay {
 fn query_event(run: &Run, rows: Option<u64>) -> Event {
     Event::Query(Query {
         sql: run.current_sql().to_string(),
-        params: run.params.clone(),
+        params: run.params.to_vec(),
         decision: recorded(&run.decision),
         rule: run.decision.rule.clone(),
         duration_us: Some(run.started.elapsed().as_micros() as u64),
