@@ -11,7 +11,10 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64, Engine};
 use serde::{Deserialize, Serialize};
 
 use super::AuditEvent;
-use crate::recording::keys::{self, Signer};
+use crate::recording::{
+    event::{put_json_str, put_u64},
+    keys::{self, Signer},
+};
 
 /// The `prev` of the first line ever written (seq 0).
 pub const GENESIS: [u8; 32] = [0; 32];
@@ -84,52 +87,6 @@ pub fn encode_strings(
     out.extend_from_slice(hex_str(prev, &mut hex_prev).as_bytes());
     out.extend_from_slice(b"\"}");
     out
-}
-
-fn put_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
-}
-
-/// `s` as a JSON string, escaped as serde_json escapes it: `"` and `\\`, the short escapes
-/// `\b \f \n \r \t`, other control characters as `\u00xx`; everything else as it is.
-fn put_json_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut from = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if b >= 0x20 && b != b'"' && b != b'\\' {
-            continue;
-        }
-        out.extend_from_slice(&bytes[from..i]);
-        from = i + 1;
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x0c => out.extend_from_slice(b"\\f"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 0xf)]);
-            }
-        }
-    }
-    out.extend_from_slice(&bytes[from..]);
-    out.push(b'"');
 }
 
 /// The canonical bytes of a checkpoint line: it covers seq `seq - 1` through `prev`, names the

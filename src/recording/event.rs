@@ -222,8 +222,9 @@ pub fn encode_into(out: &mut Vec<u8>, timed: &Timed) {
             out.put_u16(*rows);
         }
         Event::Command(v) => put_json(out, v),
-        Event::Query(v) => put_json(out, v),
-        Event::Rows(v) => put_json(out, v),
+        // The per-statement events, written directly: the same JSON serde writes.
+        Event::Query(v) => put_payload(out, |o| query_json(o, v)),
+        Event::Rows(v) => put_payload(out, |o| rows_json(o, v)),
         Event::Error(v) => put_json(out, v),
         Event::Approval(v) => put_json(out, v),
         Event::Exit(v) => put_json(out, v),
@@ -332,12 +333,20 @@ impl Iterator for Decoder {
 }
 
 fn put_json<T: Serialize>(out: &mut Vec<u8>, v: &T) {
-    // Serialized in place, then moved up behind its length (no buffer of its own).
     // Serializing these plain structs cannot fail: no maps with non-string keys, no custom impls.
     let start = out.len();
-    if serde_json::to_writer(&mut *out, v).is_err() {
-        out.truncate(start);
-    }
+    put_payload(out, |out| {
+        if serde_json::to_writer(&mut *out, v).is_err() {
+            out.truncate(start);
+        }
+    });
+}
+
+/// A payload that `write` appends to `out`, then moved up behind its length: written in
+/// place, with no buffer of its own.
+fn put_payload(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    write(out);
     let len = out.len() - start;
     let (head, n) = varint(len as u64);
     out.resize(out.len() + n, 0);
@@ -355,6 +364,119 @@ fn json<T: for<'de> Deserialize<'de>>(
         at,
         why: e.to_string(),
     })
+}
+
+/// `Query` as serde_json writes it.
+fn query_json(out: &mut Vec<u8>, q: &Query) {
+    out.extend_from_slice(b"{\"sql\":");
+    put_json_str(out, &q.sql);
+    if !q.params.is_empty() {
+        out.extend_from_slice(b",\"params\":");
+        put_values(out, &q.params);
+    }
+    out.extend_from_slice(match q.decision {
+        Decision::Allow => b",\"decision\":\"allow\"",
+        Decision::Deny => b",\"decision\":\"deny\"",
+        Decision::Review => b",\"decision\":\"review\"",
+    });
+    if let Some(rule) = &q.rule {
+        out.extend_from_slice(b",\"rule\":");
+        put_json_str(out, rule);
+    }
+    if let Some(d) = q.duration_us {
+        out.extend_from_slice(b",\"duration_us\":");
+        put_u64(out, d);
+    }
+    if let Some(r) = q.rows {
+        out.extend_from_slice(b",\"rows\":");
+        put_u64(out, r);
+    }
+    out.push(b'}');
+}
+
+/// `Rows` as serde_json writes it.
+fn rows_json(out: &mut Vec<u8>, r: &Rows) {
+    out.extend_from_slice(b"{\"columns\":[");
+    for (i, c) in r.columns.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        put_json_str(out, c);
+    }
+    out.extend_from_slice(b"],\"rows\":[");
+    for (i, row) in r.rows.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        put_values(out, row);
+    }
+    out.extend_from_slice(if r.truncated {
+        b"],\"truncated\":true}"
+    } else {
+        b"],\"truncated\":false}"
+    });
+}
+
+/// A JSON array of strings and nulls.
+fn put_values(out: &mut Vec<u8>, values: &[Option<String>]) {
+    out.push(b'[');
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match v {
+            Some(v) => put_json_str(out, v),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+    out.push(b']');
+}
+
+pub(crate) fn put_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// `s` as a JSON string, escaped as serde_json escapes it (the audit chain's canonical lines
+/// and the recording's hand-encoded events rely on it): `"` and `\\`, the short escapes
+/// `\b \f \n \r \t`, other control characters as `\u00xx`; everything else as it is.
+pub(crate) fn put_json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut from = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b >= 0x20 && b != b'"' && b != b'\\' {
+            continue;
+        }
+        out.extend_from_slice(&bytes[from..i]);
+        from = i + 1;
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+            }
+        }
+    }
+    out.extend_from_slice(&bytes[from..]);
+    out.push(b'"');
 }
 
 /// LEB128 unsigned varint.
@@ -397,6 +519,77 @@ pub fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64, EventError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_and_rows_are_written_as_serde_writes_them() {
+        let awkward = "sel\"ect '\\x' é 中 \u{7f}\u{1}\n\t";
+        let queries = [
+            Query {
+                sql: "select 1".into(),
+                params: Vec::new(),
+                decision: Decision::Allow,
+                rule: None,
+                duration_us: None,
+                rows: None,
+            },
+            Query {
+                sql: awkward.into(),
+                params: vec![None, Some(awkward.into()), Some(String::new())],
+                decision: Decision::Deny,
+                rule: Some(awkward.into()),
+                duration_us: Some(u64::MAX),
+                rows: Some(0),
+            },
+            Query {
+                sql: String::new(),
+                params: vec![None],
+                decision: Decision::Review,
+                rule: Some("r".into()),
+                duration_us: Some(17),
+                rows: None,
+            },
+        ];
+        for q in &queries {
+            let mut ours = Vec::new();
+            query_json(&mut ours, q);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(q).unwrap()
+            );
+        }
+        for r in [
+            Rows {
+                columns: Vec::new(),
+                rows: Vec::new(),
+                truncated: false,
+            },
+            Rows {
+                columns: vec!["a".into(), awkward.into()],
+                rows: vec![
+                    vec![Some("1".into()), None],
+                    vec![None, Some(awkward.into())],
+                ],
+                truncated: true,
+            },
+        ] {
+            let mut ours = Vec::new();
+            rows_json(&mut ours, &r);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(&r).unwrap()
+            );
+        }
+        // And through the framing: an event decodes back to itself.
+        let events: Vec<Timed> = queries
+            .into_iter()
+            .map(|q| Timed {
+                at: Offset(5),
+                event: Event::Query(q),
+            })
+            .collect();
+        let encoded = encode(&events);
+        assert_eq!(decode(&Bytes::from(encoded)).unwrap(), events);
+    }
 
     pub(crate) fn every_event() -> Vec<Timed> {
         let d = |at, event| Timed {
