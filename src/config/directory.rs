@@ -54,6 +54,8 @@ pub struct Target {
     /// Extra environment variable names passed from the client.
     pub env: Vec<String>,
     pub on_unknown_line: UnknownLine,
+    /// Postgres: target connections are kept between a user's sessions (`pool`, default true).
+    pub pool: bool,
 }
 
 /// What a user may do on a target: the union over the roles that grant it.
@@ -126,6 +128,7 @@ impl Directory {
                     } else {
                         UnknownLine::Refuse
                     },
+                    pool: t.pool.unwrap_or(true),
                 };
                 (t.name.clone(), target)
             })

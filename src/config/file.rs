@@ -130,6 +130,10 @@ pub struct TargetFile {
     pub tls: Option<String>,
     /// Postgres: the CA certificates (PEM) for tls = "verify-full"; the system's by default.
     pub ca_file: Option<PathBuf>,
+    /// Postgres: keep a target connection for the same user's next session (session pooling,
+    /// `src/pg/pool.rs`); true by default. false: one target connection per session, closed
+    /// with it.
+    pub pool: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -172,7 +172,11 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
     };
     // The recording starts (a synced header in the spool) while the target is logged in to.
     // A connection a finished session left in the pool, or a new one.
-    let pooled = gw.pg.pool.take(&settings, &pool_scope(&user, gw.reloads()));
+    let pooled = if target.pool {
+        gw.pg.pool.take(&settings, &pool_scope(&user, gw.reloads()))
+    } else {
+        None
+    };
     let (recorder, upstream) = tokio::join!(gw.recordings.begin(meta), async {
         match pooled {
             Some(idle) => Ok(idle),
@@ -330,7 +334,11 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
     gw.pg.unregister(ours);
     if relay.ended_cleanly {
         // Nothing in flight and nothing unread: the connection can serve the next session.
-        if relay.idle() && up.read_buffer().is_empty() && up.write_buffer().is_empty() {
+        if target.pool
+            && relay.idle()
+            && up.read_buffer().is_empty()
+            && up.write_buffer().is_empty()
+        {
             let idle = Idle {
                 up,
                 params: std::mem::take(&mut relay.upstream_params),

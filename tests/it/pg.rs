@@ -56,6 +56,7 @@ impl PgBastion {
             ));
         assert_eq!(code, 0, "{err}");
         std::env::set_var("VIGIL_TEST_APPDB_PASSWORD", PASSWORD);
+        let extra = extra.replace("{addr}", &server.address());
         let alice = Verifier::generate(ALICE_PW, 4096).unwrap().to_postgres();
         let erin = Verifier::generate(ERIN_PW, 4096).unwrap().to_postgres();
         let text = format!(
@@ -1121,4 +1122,54 @@ fn a_target_connection_is_reused_by_the_next_session_with_nothing_left_of_the_la
         fourth[0], pid,
         "a connection left inside a transaction was reused"
     );
+}
+
+#[test]
+fn a_target_with_pool_off_gets_a_new_connection_for_every_session() {
+    let nora = Verifier::generate("nora-pw", 4096).unwrap().to_postgres();
+    let b = PgBastion::start_full(
+        "",
+        &format!(
+            r#"
+[[user]]
+name = "nora"
+roles = ["solo"]
+password = "{nora}"
+[[target]]
+name = "solodb"
+protocol = "postgres"
+address = "{{addr}}"
+database = "{DATABASE}"
+user = "{USER}"
+password_env = "VIGIL_TEST_APPDB_PASSWORD"
+pool = false
+[[role]]
+name = "solo"
+targets = ["solodb"]
+"#
+        ),
+    );
+    let pid = || {
+        let mut c = Command::new("psql");
+        c.env("PGPASSWORD", "nora-pw").args([
+            &format!(
+                "host=127.0.0.1 port={} user=nora dbname=solodb sslmode=disable",
+                b.port
+            ),
+            "-At",
+            "-c",
+            "select pg_backend_pid()",
+        ]);
+        let (code, out, err) = run(&mut c);
+        assert_eq!(code, 0, "{out}{err}");
+        out.trim().to_string()
+    };
+    let first = pid();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_ne!(
+        pid(),
+        first,
+        "a connection of a target with pool = false was reused"
+    );
+    assert_eq!(b.running.as_ref().unwrap().gateway.pg.pool.len(), 0);
 }
