@@ -6,9 +6,9 @@
 //! Invariant: the local file is the source of truth. A line is appended (one `write`) before
 //! `record` returns, with one exception: `command.allow` lines (one per allowed statement or
 //! command, the hot path) are chained at once but written in groups, at the latest about two
-//! `GROUP_WINDOW`s later (50 ms: the daemon looks every `GROUP_WINDOW`), and before any other
-//! line (so a deny, an authentication or a session event is never written ahead of an allow
-//! that happened before it). What this gives up: a crash of the vigil process (not a clean
+//! `GROUP_WINDOW`s later (50 ms: the daemon looks every `GROUP_WINDOW` while lines wait, and
+//! sleeps otherwise), and before any other line (so a deny, an authentication or a session
+//! event is never written ahead of an allow that happened before it). What this gives up: a crash of the vigil process (not a clean
 //! stop, which writes them) loses the allow lines of its last 50 ms; the session recordings
 //! hold those statements too. The store only ever receives closed segments and checkpoints,
 //! later, from a task that may fail and retry without holding up or losing an event.
@@ -123,6 +123,9 @@ pub struct PendingCheckpoint {
 /// Appends hash-chained audit events to the active segment (and to the tracing log).
 pub struct Audit {
     writer: Option<Mutex<Writer>>,
+    /// Told when an allow line starts a new group (`Audit::lines_waiting`): the flusher sleeps
+    /// while nothing waits.
+    waiting: tokio::sync::Notify,
 }
 
 struct Writer {
@@ -244,6 +247,7 @@ impl Audit {
         };
         let audit = Audit {
             writer: Some(Mutex::new(writer)),
+            waiting: tokio::sync::Notify::new(),
         };
         if let Some(why) = broken {
             tracing::error!(%why, "the audit log's tail is damaged");
@@ -257,7 +261,10 @@ impl Audit {
 
     /// An audit log that only goes to the tracing log.
     pub fn tracing_only() -> Audit {
-        Audit { writer: None }
+        Audit {
+            writer: None,
+            waiting: tokio::sync::Notify::new(),
+        }
     }
 
     /// Appends one event. Short and synchronous: format, hash, one `write`; a segment that
@@ -314,11 +321,31 @@ impl Audit {
         }
         let mut time = [0u8; TIME_LEN];
         let line = chain::encode_strings(w.next_seq, now_into(&mut time), &members, &w.prev);
+        let started = w.group_since.is_none();
         w.append_and_rotate(line, ALLOW);
+        if started && w.group_since.is_some() {
+            self.waiting.notify_one();
+        }
+    }
+
+    /// Returns once an allow line may have started a group since the last call (the daemon's
+    /// flusher then calls `flush_due` until `lines_wait` is false).
+    pub async fn lines_waiting(&self) {
+        self.waiting.notified().await
+    }
+
+    /// Lines are waiting to be written.
+    pub fn lines_wait(&self) -> bool {
+        self.writer.as_ref().is_some_and(|w| {
+            w.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .group_since
+                .is_some()
+        })
     }
 
     /// Writes the waiting allow lines once the oldest has waited `GROUP_WINDOW` (the daemon
-    /// calls this every `GROUP_WINDOW`).
+    /// calls this every `GROUP_WINDOW` while lines wait).
     pub fn flush_due(&self) {
         let Some(w) = &self.writer else {
             return;

@@ -251,12 +251,20 @@ async fn audit_loop(
         let gw = gw.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(audit::GROUP_WINDOW);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Asleep while no line waits; then every GROUP_WINDOW until none does.
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    _ = tick.tick() => gw.audit.flush_due(),
+                    _ = gw.audit.lines_waiting() => {}
+                }
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(audit::GROUP_WINDOW) => gw.audit.flush_due(),
+                    }
+                    if !gw.audit.lines_wait() {
+                        break;
+                    }
                 }
             }
         })

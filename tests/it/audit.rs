@@ -556,3 +556,29 @@ fn a_sessions_allow_and_deny_lines_and_recorded_statements_keep_their_order() {
         "{text}"
     );
 }
+
+#[test]
+fn an_allow_line_is_written_while_its_session_is_still_open() {
+    // Allow lines wait in memory for at most about two GROUP_WINDOWs (the daemon's flusher),
+    // not for the next other line or the session's end.
+    let b = crate::pg::PgBastion::start();
+    let mut child = std::process::Command::new("psql")
+        .env("PGPASSWORD", crate::pg::ALICE_PW)
+        .args([&b.conninfo("alice"), "-At", "-c", "select 7, pg_sleep(3)"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("psql (postgresql-client) is installed");
+    let log = b.env.path("state/audit.log");
+    let seen = (0..40).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("select 7, pg_sleep(3)"))
+    });
+    let still_running = child.try_wait().unwrap().is_none();
+    let _ = child.wait();
+    assert!(seen, "the allow line was not written within 2 s");
+    assert!(
+        still_running,
+        "psql ended before the check: the test proves nothing"
+    );
+}
