@@ -496,6 +496,8 @@ struct Portal {
     taints: Arc<Vec<OutputTaint>>,
     params: Arc<Vec<Option<String>>>,
     decision: Decision,
+    /// The `Relay::reloads` it was bound under: after a reload its Execute is decided again.
+    reloads: u64,
 }
 
 struct Relay {
@@ -1054,6 +1056,34 @@ impl Relay {
         self.approved_once.remove(name);
     }
 
+    /// A portal bound before a reload is decided again before it executes (a client that
+    /// keeps a portal open in a transaction, fetching with a row limit, gets no more rows once
+    /// the policy stops allowing its statement). As at Bind, a statement that a review allowed
+    /// runs on only if the new policy allows it outright.
+    fn redecide_portal(&mut self, portal: &str) {
+        let Some(text) = self
+            .portals
+            .get(portal)
+            .filter(|p| p.reloads != self.reloads)
+            .map(|p| p.sql.clone())
+        else {
+            return;
+        };
+        let d = self.decide(&text).decision;
+        let Some(p) = self.portals.get_mut(portal) else {
+            return;
+        };
+        p.reloads = self.reloads;
+        p.decision = match d.action {
+            Action::Allow | Action::Deny => d,
+            Action::Review => Decision {
+                action: Action::Deny,
+                message: "the policy now asks for an approval of this statement; bind it again to ask for one".into(),
+                ..d
+            },
+        };
+    }
+
     fn refusal(&self, d: &Decision) -> Bytes {
         backend::error_response(
             Severity::Error,
@@ -1274,6 +1304,7 @@ impl Relay {
                         taints,
                         params,
                         decision,
+                        reloads: self.reloads,
                     },
                 );
             }
@@ -1289,6 +1320,28 @@ impl Relay {
                 }
             }
             Frontend::Execute { frame, portal, .. } => {
+                self.redecide_portal(&portal);
+                let refused = self
+                    .portals
+                    .get(&portal)
+                    .filter(|p| p.decision.action != Action::Allow)
+                    .map(|p| p.decision.clone());
+                if let Some(d) = refused {
+                    // Bound under a policy that a reload replaced, and the new one does not
+                    // allow it outright: the Execute does not run (the target fails a Bind to
+                    // nothing in its place, and skips the rest of the batch as for a refusal).
+                    let text = self
+                        .portals
+                        .get(&portal)
+                        .map(|p| p.sql.clone())
+                        .unwrap_or_else(|| "".into());
+                    self.record_refused(&text, &d);
+                    up.feed(frame_bind_nothing(&portal))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    self.expects.push_back(Expect::Refused(self.refusal(&d)));
+                    return Ok(());
+                }
                 // vigil's own Describe of the portal right before each Execute: the columns,
                 // origins and formats of what this Execute returns, whatever made the portal
                 // (a Bind, or a cursor opened by SQL or by a function).

@@ -373,6 +373,64 @@ fn extended_protocol_binary_and_cancel_with_tokio_postgres() {
     });
 }
 
+/// The error is vigil's refusal (SQLSTATE 42501); returns its message.
+fn assert_refused(err: &tokio_postgres::Error) -> String {
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+        "{err}"
+    );
+    err.as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_default()
+}
+
+/// What SIGHUP does: the running bastion takes `text` as its config.
+fn reload(b: &PgBastion, text: &str) {
+    let config = Config::parse(text, b.env.dir.path()).unwrap();
+    b.running.as_ref().unwrap().gateway.reload(config).unwrap();
+}
+
+#[test]
+fn a_portal_bound_before_a_reload_is_decided_again_before_it_runs_on() {
+    let b = PgBastion::start();
+    let conninfo = format!("{} password={ALICE_PW}", b.conninfo("alice"));
+    b.rt.block_on(async {
+        let mut client = connect(&conninfo).await;
+        client
+            .batch_execute("insert into orders select g, 1, 1.0 from generate_series(100, 109) g")
+            .await
+            .unwrap();
+        let tx = client.transaction().await.unwrap();
+        let select = tx
+            .prepare("select id from orders where id >= 100 order by id")
+            .await
+            .unwrap();
+        let portal = tx.bind(&select, &[]).await.unwrap();
+        // The portal runs under the policy it was bound with: two rows at a time.
+        let rows = tx.query_portal(&portal, 2).await.unwrap();
+        let ids: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(ids, [100, 101]);
+        // SIGHUP's work: reading orders is now denied.
+        let text = std::fs::read_to_string(b.env.path("vigil.toml")).unwrap()
+            + "[[rule]]\nname = \"orders-closed\"\ntargets = [\"appdb\"]\nsql = [\"SELECT on orders\"]\naction = \"deny\"\nmessage = \"orders are closed\"\n";
+        reload(&b, &text);
+        // The next fetch from the same portal is refused with the new rule's message, and
+        // brings no row.
+        let message = assert_refused(&tx.query_portal(&portal, 2).await.unwrap_err());
+        assert!(message.contains("orders are closed"), "{message}");
+        tx.rollback().await.unwrap();
+        // The session goes on: the benign twin runs, the denied statement stays denied.
+        let r = client.query_one("select count(*) from users", &[]).await.unwrap();
+        assert!(r.get::<_, i64>(0) > 0);
+        let err = client
+            .query("select id from orders where id >= 100 order by id", &[])
+            .await
+            .unwrap_err();
+        assert_refused(&err);
+    });
+}
+
 #[test]
 fn a_config_reload_applies_to_open_sessions_and_their_prepared_statements() {
     let b = PgBastion::start();
@@ -424,28 +482,11 @@ fn a_config_reload_applies_to_open_sessions_and_their_prepared_statements() {
                 r#"columns = ["public.users.email", "public.users.ssn", "public.users.name"]"#,
             )
             + "[[rule]]\nname = \"frozen\"\ntargets = [\"appdb\"]\nsql = [\"INSERT\"]\naction = \"deny\"\nmessage = \"inserts are frozen\"\n";
-        let config = Config::parse(&text, b.env.dir.path()).unwrap();
-        b.running
-            .as_ref()
-            .unwrap()
-            .gateway
-            .reload(config)
-            .unwrap();
+        reload(&b, &text);
         // The masked columns cannot be read again inside the transaction: until it ends,
         // nothing but transaction control runs.
-        let err = client.query_one(&ids, &[]).await.unwrap_err();
-        assert_eq!(
-            err.code(),
-            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
-            "{err}"
-        );
-        let err = client.query_one(name, &[]).await.unwrap_err();
-        assert_eq!(
-            err.code(),
-            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
-            "{err}"
-        );
-        let message = err.as_db_error().map(|e| e.message()).unwrap_or_default();
+        assert_refused(&client.query_one(&ids, &[]).await.unwrap_err());
+        let message = assert_refused(&client.query_one(name, &[]).await.unwrap_err());
         assert!(message.contains("config reload"), "{message}");
         client.batch_execute("commit").await.unwrap();
         client.simple_query("select 1").await.unwrap();
@@ -456,11 +497,7 @@ fn a_config_reload_applies_to_open_sessions_and_their_prepared_statements() {
             client.execute(insert_text, &[]).await.unwrap_err(),
             client.execute(&insert, &[]).await.unwrap_err(),
         ] {
-            assert_eq!(
-                err.code(),
-                Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
-                "{err}"
-            );
+            assert_refused(&err);
         }
         assert_ne!(column(name).await.as_deref(), Some("ann"));
         // A statement refused only while the masks were pending runs again.
