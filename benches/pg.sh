@@ -8,9 +8,13 @@
 # run, divided by the statements pgbench completed) and the ratios vigil/direct and
 # vigil/pgbouncer in one table, vigil's RSS, and vigil's RSS per idle client with IDLE clients
 # connected at once.
+# Each configuration runs ROUNDS times, the three endpoints one after the other in an order that
+# turns each round (so that none always runs first, on a cooler or warmer machine); the table
+# shows each endpoint's median TPS, latency and CPU, and the ratios of the medians. Single runs
+# on this 2-core machine move 10-20% from one to the next.
 #
-# Usage: bash benches/pg.sh [SECONDS] [CLIENTS] [THREADS] [CONNECT_SECONDS] [IDLE]
-#        (defaults 15 8 2 5 1000)
+# Usage: bash benches/pg.sh [SECONDS] [CLIENTS] [THREADS] [CONNECT_SECONDS] [IDLE] [ROUNDS]
+#        (defaults 15 8 2 5 1000 3)
 # Needs: PostgreSQL 15 server binaries (postgresql-15), psql, python3, pgbouncer (installed with
 # apt-get when missing). Everything runs on 127.0.0.1 at free ports in a temp dir that is removed
 # at exit, with every process the script started.
@@ -21,6 +25,7 @@ CLIENTS=${2:-8}
 THREADS=${3:-2}
 CSECS=${4:-5}
 IDLE=${5:-1000}
+ROUNDS=${6:-3}
 SCALE=10
 PG_BIN=/usr/lib/postgresql/15/bin
 PGBOUNCER=/usr/sbin/pgbouncer
@@ -236,55 +241,75 @@ TICK=$(getconf CLK_TCK)
 echo "postgres 127.0.0.1:$PG_PORT, vigil :$VIGIL_PORT, pgbouncer :$BOUNCER_PORT (pool_mode = session)"
 echo "vigil: recording on, rule 'no-drop' (sql = [\"DROP\"], deny), mask $MASKED (redact: NULL for an int),"
 echo "       which every -S select and the mix's select read"
-echo "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); 1 and $CLIENTS clients, $THREADS threads, ${SECS} s per run (-C: ${CSECS} s), -n (no vacuum by pgbench)"
+echo "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); 1 and $CLIENTS clients, $THREADS threads, ${SECS} s per run (-C: ${CSECS} s), -n (no vacuum by pgbench), $ROUNDS rounds (medians below)"
 echo
+# The median of a list of numbers (the lower middle one of an even count).
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+declare -A R_TPS R_LAT R_CPU
 RUNS=()
 for mode in "${MODES[@]}"; do
   counts=(1 "$CLIENTS")
   if [ "$mode" = connect ]; then counts=("$CLIENTS"); fi
   for c in "${counts[@]}"; do
     RUNS+=("$mode,$c")
-    for ep in "${ENDPOINTS[@]}"; do
-      case "$mode" in tpcb-*)
-        # What pgbench does itself without -n, done directly so every endpoint starts alike.
-        PGPASSWORD=$APP_PW psql -q -X -v ON_ERROR_STOP=1 "$DIRECT_CONN" \
-          -c "truncate pgbench_history" -c "vacuum analyze pgbench_branches, pgbench_tellers" > /dev/null ;;
-      esac
-      log=$DIR/$mode-$c-$ep.log
-      who=$ep
-      case "$mode,$ep" in tpcb-*,vigil) who=vigil-rw ;; esac
-      j=$THREADS
-      if [ "$c" -lt "$j" ]; then j=$c; fi
-      proc=${PROC[$ep]:-}
-      if [ -n "$proc" ]; then t0=$(cpu_ticks "$proc"); fi
-      # shellcheck disable=SC2086
-      PGPASSWORD=${PW[$who]} "$PGBENCH" -n ${ARGS[$mode]} -c "$c" -j "$j" "${CONN[$who]}" > "$log" 2>&1 &
-      bench=$!
-      if [ "$mode,$c" = "select-simple,$CLIENTS" ]; then
-        sleep $((SECS / 2))
-        if [ "$ep" = vigil ]; then RSS_LOAD=$(rss_sample "$VIGIL_PID"); fi
-        if [ "$ep" = pgbouncer ]; then RSS_BOUNCER=$(rss_sample "$BOUNCER_PID"); fi
-      fi
-      k=$mode,$c,$ep
-      if wait $bench && grep -q '^tps = ' "$log"; then
-        TPS[$k]=$(awk '/^tps = / {printf "%.0f", $3; exit}' "$log")
-        LAT[$k]=$(awk '/^latency average = / {printf "%.2f", $4; exit}' "$log")
-        CPU[$k]=-
-        if [ -n "$proc" ]; then
-          t1=$(cpu_ticks "$proc")
-          n=$(awk '/^number of transactions actually processed/ {split($NF, a, "/"); print a[1]; exit}' "$log")
-          CPU[$k]=$(python3 -c "print(f'{($t1 - $t0) / $TICK * 1e6 / ($n * ${STMTS[$mode]}):.1f}')")
+    for round in $(seq "$ROUNDS"); do
+      # Round 1: direct, vigil, pgbouncer; round 2: vigil, pgbouncer, direct; and so on.
+      order=()
+      for i in 0 1 2; do order+=("${ENDPOINTS[$(((i + round - 1) % 3))]}"); done
+      for ep in "${order[@]}"; do
+        case "$mode" in tpcb-*)
+          # What pgbench does itself without -n, done directly so every endpoint starts alike.
+          PGPASSWORD=$APP_PW psql -q -X -v ON_ERROR_STOP=1 "$DIRECT_CONN" \
+            -c "truncate pgbench_history" -c "vacuum analyze pgbench_branches, pgbench_tellers" > /dev/null ;;
+        esac
+        log=$DIR/$mode-$c-$ep-$round.log
+        who=$ep
+        case "$mode,$ep" in tpcb-*,vigil) who=vigil-rw ;; esac
+        j=$THREADS
+        if [ "$c" -lt "$j" ]; then j=$c; fi
+        proc=${PROC[$ep]:-}
+        if [ -n "$proc" ]; then t0=$(cpu_ticks "$proc"); fi
+        # shellcheck disable=SC2086
+        PGPASSWORD=${PW[$who]} "$PGBENCH" -n ${ARGS[$mode]} -c "$c" -j "$j" "${CONN[$who]}" > "$log" 2>&1 &
+        bench=$!
+        if [ "$mode,$c,$round" = "select-simple,$CLIENTS,1" ]; then
+          sleep $((SECS / 2))
+          if [ "$ep" = vigil ]; then RSS_LOAD=$(rss_sample "$VIGIL_PID"); fi
+          if [ "$ep" = pgbouncer ]; then RSS_BOUNCER=$(rss_sample "$BOUNCER_PID"); fi
         fi
-        echo "  $mode -c $c via $ep: ${TPS[$k]} tps, latency average ${LAT[$k]} ms, proxy CPU ${CPU[$k]} us/statement"
-      else
-        FAILS=$((FAILS + 1))
-        TPS[$k]=FAIL
-        LAT[$k]=-
-        CPU[$k]=-
-        echo "  $mode -c $c via $ep: FAILED: PGPASSWORD=... $PGBENCH -n ${ARGS[$mode]} -c $c -j $j '${CONN[$who]}'"
-        { grep -iE 'error|abort|fatal|fail' "$log" || true; } | head -5 | sed 's/^/      /'
-        if [ "$ep" = vigil ]; then tail -5 "$DIR/vigil/vigil.log" | sed 's/^/      vigil.log: /'; fi
-      fi
+        k=$mode,$c,$ep
+        if wait $bench && grep -q '^tps = ' "$log"; then
+          tps=$(awk '/^tps = / {printf "%.0f", $3; exit}' "$log")
+          lat=$(awk '/^latency average = / {printf "%.2f", $4; exit}' "$log")
+          cpu=-
+          if [ -n "$proc" ]; then
+            t1=$(cpu_ticks "$proc")
+            n=$(awk '/^number of transactions actually processed/ {split($NF, a, "/"); print a[1]; exit}' "$log")
+            cpu=$(python3 -c "print(f'{($t1 - $t0) / $TICK * 1e6 / ($n * ${STMTS[$mode]}):.1f}')")
+            R_CPU[$k]="${R_CPU[$k]:-} $cpu"
+          fi
+          R_TPS[$k]="${R_TPS[$k]:-} $tps"
+          R_LAT[$k]="${R_LAT[$k]:-} $lat"
+          echo "  $mode -c $c via $ep, round $round: $tps tps, latency average $lat ms, proxy CPU $cpu us/statement"
+        else
+          FAILS=$((FAILS + 1))
+          R_TPS[$k]="${R_TPS[$k]:-} FAIL"
+          echo "  $mode -c $c via $ep, round $round: FAILED: PGPASSWORD=... $PGBENCH -n ${ARGS[$mode]} -c $c -j $j '${CONN[$who]}'"
+          { grep -iE 'error|abort|fatal|fail' "$log" || true; } | head -5 | sed 's/^/      /'
+          if [ "$ep" = vigil ]; then tail -5 "$DIR/vigil/vigil.log" | sed 's/^/      vigil.log: /'; fi
+        fi
+      done
+    done
+    for ep in "${ENDPOINTS[@]}"; do
+      k=$mode,$c,$ep
+      # shellcheck disable=SC2086
+      case "${R_TPS[$k]}" in
+        *FAIL*) TPS[$k]=FAIL; LAT[$k]=-; CPU[$k]=- ;;
+        *)
+          TPS[$k]=$(median ${R_TPS[$k]})
+          LAT[$k]=$(median ${R_LAT[$k]})
+          if [ -n "${R_CPU[$k]:-}" ]; then CPU[$k]=$(median ${R_CPU[$k]}); else CPU[$k]=-; fi ;;
+      esac
     done
   done
 done
@@ -321,6 +346,7 @@ ratio() {
   case "$1$2" in *FAIL*) echo "-" ;; *) python3 -c "print(f'{$1/$2:.2f}x')" ;; esac
 }
 echo
+echo "Medians of $ROUNDS rounds (ratios are of the medians):"
 echo "| mode | clients | direct TPS | vigil TPS | pgbouncer TPS | vigil/direct | vigil/pgbouncer | proxy CPU us/statement vigil / pgbouncer | latency avg ms direct / vigil / pgbouncer |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for run in "${RUNS[@]}"; do
