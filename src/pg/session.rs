@@ -109,6 +109,9 @@ pub struct Client {
 
 /// SQL sent in place of a refused statement: it fails to parse on every PostgreSQL.
 const REFUSED_SQL: &str = "vigil refused this statement";
+/// The statement name of the Parse sent in place of a refused Bind or Execute (any name would
+/// do: the text fails before the name is looked at).
+const REFUSED_NAME: &str = "vigil: refused";
 /// Rows recorded per statement unless `recording.max_rows` says otherwise.
 const DEFAULT_MAX_ROWS: u64 = 1000;
 /// What the client gets instead of the error text of a statement that reads masked columns (an
@@ -1246,7 +1249,7 @@ impl Relay {
                 // A name vigil did not see parsed (a SQL PREPARE, or one made before a SQL
                 // PREPARE, DEALLOCATE or DISCARD that may have replaced it) has no decision:
                 // fail closed. And a second execution of an approved statement needs its own
-                // approval. Either way the Bind goes to a statement name that does not exist.
+                // approval. Either way the target gets `refused_in_place()` instead of the Bind.
                 self.redecide_after_reload(&statement);
                 let bound = self
                     .statements
@@ -1270,7 +1273,7 @@ impl Relay {
                         };
                         let text = bound.map(|(sql, ..)| sql).unwrap_or_default();
                         self.record_refused(&text, &d);
-                        up.feed(frame_bind_nothing(&portal))
+                        up.feed(refused_in_place())
                             .await
                             .map_err(|e| e.to_string())?;
                         self.expects.push_back(Expect::Refused(self.refusal(&d)));
@@ -1328,15 +1331,15 @@ impl Relay {
                     .map(|p| p.decision.clone());
                 if let Some(d) = refused {
                     // Bound under a policy that a reload replaced, and the new one does not
-                    // allow it outright: the Execute does not run (the target fails a Bind to
-                    // nothing in its place, and skips the rest of the batch as for a refusal).
+                    // allow it outright: the Execute does not run (the target fails what vigil
+                    // sends in its place, and skips the rest of the batch as for a refusal).
                     let text = self
                         .portals
                         .get(&portal)
                         .map(|p| p.sql.clone())
                         .unwrap_or_else(|| "".into());
                     self.record_refused(&text, &d);
-                    up.feed(frame_bind_nothing(&portal))
+                    up.feed(refused_in_place())
                         .await
                         .map_err(|e| e.to_string())?;
                     self.expects.push_back(Expect::Refused(self.refusal(&d)));
@@ -2029,14 +2032,13 @@ fn frame_parse(name: &str, sql_text: &str) -> Bytes {
     b.freeze()
 }
 
-/// A Bind of `portal` to a statement name no client can have prepared: the target fails it.
-fn frame_bind_nothing(portal: &str) -> Bytes {
-    let mut body = Vec::with_capacity(portal.len() + 32);
-    body.extend_from_slice(portal.as_bytes());
-    body.push(0);
-    body.extend_from_slice(b"vigil: refused bind\0");
-    body.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
-    message(b'B', &body)
+/// What goes to the target in place of a refused Bind or Execute: a Parse that fails on
+/// every PostgreSQL whatever the session holds. The server parses the text before it looks at
+/// the name (so no statement the client prepared, under any name, can answer it), and a named
+/// Parse that fails leaves the unnamed statement and every portal as they were. The error it
+/// gets is replaced with vigil's refusal, and the server skips the rest of the batch.
+fn refused_in_place() -> Bytes {
+    frame_parse(REFUSED_NAME, REFUSED_SQL)
 }
 
 fn frame_describe_portal(portal: &str) -> Bytes {

@@ -1007,6 +1007,74 @@ fn a_refused_statement_in_a_raw_pipeline_skips_to_sync_and_nothing_after_it_runs
 }
 
 #[test]
+fn a_refused_bind_cannot_be_steered_to_a_statement_the_client_named_after_vigils_stand_in() {
+    use postgres_protocol::message::frontend;
+    let b = PgBastion::start();
+    let mut c = RawClient::login(b.port, "alice", ALICE_PW);
+    // Statements under names vigil might use for what it sends in a refusal's place (the
+    // name it used to bind a refused portal to, and others of its kind).
+    let mut buf = bytes::BytesMut::new();
+    for name in ["vigil: refused bind", "vigil: refused", "vigil"] {
+        buf.clear();
+        frontend::query(
+            &format!("prepare \"{name}\" as select upper(ssn) from users where id = 1"),
+            &mut buf,
+        )
+        .unwrap();
+        let seen = c.exchange(&buf);
+        assert!(seen.iter().all(|m| !m.starts_with("DataRow")), "{seen:?}");
+    }
+    // A clean statement bound to the unnamed portal, then a Bind vigil refuses (a name it never
+    // saw parsed) to the same portal, then Execute: the refusal ends the batch, and nothing
+    // the client prepared runs in its place.
+    buf.clear();
+    frontend::parse("clean", "select 'x'::text", std::iter::empty(), &mut buf).unwrap();
+    bind_execute(&mut buf, "clean", "", 0, false);
+    bind_execute(&mut buf, "never parsed", "", 0, false);
+    frontend::sync(&mut buf);
+    let seen = c.exchange(&buf);
+    assert_eq!(
+        seen,
+        [
+            "ParseComplete",
+            "BindComplete",
+            "DataRow x",
+            "CommandComplete SELECT 1",
+            "ErrorResponse 42501",
+            "ReadyForQuery I",
+        ],
+        "{seen:?}"
+    );
+    // The same with the client's Describe between: still only vigil's refusal.
+    buf.clear();
+    frontend::parse("clean2", "select 'y'::text", std::iter::empty(), &mut buf).unwrap();
+    frontend::bind(
+        "",
+        "clean2",
+        std::iter::empty::<i16>(),
+        std::iter::empty::<Option<&[u8]>>(),
+        |_: Option<&[u8]>, _| Ok(postgres_protocol::IsNull::Yes),
+        [0],
+        &mut buf,
+    )
+    .map_err(|_| "bind")
+    .unwrap();
+    bind_execute(&mut buf, "never parsed", "", 0, true);
+    frontend::sync(&mut buf);
+    let seen = c.exchange(&buf);
+    assert_eq!(
+        seen,
+        [
+            "ParseComplete",
+            "BindComplete",
+            "ErrorResponse 42501",
+            "ReadyForQuery I",
+        ],
+        "{seen:?}"
+    );
+}
+
+#[test]
 fn listen_notify_reaches_listeners_through_vigil() {
     let b = PgBastion::start();
     let conninfo = format!("{} password={ALICE_PW}", b.conninfo("alice"));
