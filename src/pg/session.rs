@@ -1087,6 +1087,23 @@ impl Relay {
         };
     }
 
+    /// Refuses a Bind, Execute or other extended-protocol message: recorded and audited, the
+    /// target gets `refused_in_place()` instead, and the client vigil's error in the place of
+    /// the target's.
+    async fn refuse_in_place(
+        &mut self,
+        up: &mut Up,
+        sql_text: &str,
+        d: &Decision,
+    ) -> Result<(), String> {
+        self.record_refused(sql_text, d);
+        up.feed(refused_in_place())
+            .await
+            .map_err(|e| e.to_string())?;
+        self.expects.push_back(Expect::Refused(self.refusal(d)));
+        Ok(())
+    }
+
     fn refusal(&self, d: &Decision) -> Bytes {
         backend::error_response(
             Severity::Error,
@@ -1156,6 +1173,26 @@ impl Relay {
                 | Frontend::Close { .. }
                 | Frontend::Flush { .. }
         );
+        if let Some(name) = overlong_name(&m) {
+            // PostgreSQL keeps the first NAMEDATALEN - 1 bytes of a statement or portal name:
+            // two names that differ only after them are one name to the server and two to
+            // vigil, whose decisions and taints would then describe the wrong statement.
+            let d = Decision {
+                action: Action::Deny,
+                rule: None,
+                message: format!(
+                    "statement and portal names longer than {MAX_NAME} bytes are not allowed through vigil (PostgreSQL cuts them short; this one has {} bytes)",
+                    name.len()
+                ),
+                approvers: Vec::new(),
+                incomplete: false,
+            };
+            let text = match &m {
+                Frontend::Parse { sql, .. } => sql.clone(),
+                _ => format!("<{} {name}>", m.name()),
+            };
+            return self.refuse_in_place(up, &text, &d).await;
+        }
         match m {
             Frontend::Query { frame, sql: text } => {
                 let decided = match pre {
@@ -1272,12 +1309,7 @@ impl Relay {
                             incomplete: false,
                         };
                         let text = bound.map(|(sql, ..)| sql).unwrap_or_default();
-                        self.record_refused(&text, &d);
-                        up.feed(refused_in_place())
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        self.expects.push_back(Expect::Refused(self.refusal(&d)));
-                        return Ok(());
+                        return self.refuse_in_place(up, &text, &d).await;
                     }
                 };
                 if let Some(used) = self.approved_once.get_mut(&statement) {
@@ -1338,12 +1370,7 @@ impl Relay {
                         .get(&portal)
                         .map(|p| p.sql.clone())
                         .unwrap_or_else(|| "".into());
-                    self.record_refused(&text, &d);
-                    up.feed(refused_in_place())
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    self.expects.push_back(Expect::Refused(self.refusal(&d)));
-                    return Ok(());
+                    return self.refuse_in_place(up, &text, &d).await;
                 }
                 // vigil's own Describe of the portal right before each Execute: the columns,
                 // origins and formats of what this Execute returns, whatever made the portal
@@ -2030,6 +2057,25 @@ fn frame_parse(name: &str, sql_text: &str) -> Bytes {
     let mut b = BytesMut::new();
     let _ = postgres_protocol::message::frontend::parse(name, sql_text, std::iter::empty(), &mut b);
     b.freeze()
+}
+
+/// The longest statement or portal name PostgreSQL keeps whole (NAMEDATALEN - 1 in a default
+/// build; a server built with a larger NAMEDATALEN keeps these names whole too).
+const MAX_NAME: usize = 63;
+
+/// A statement or portal name in `m` longer than `MAX_NAME` bytes.
+fn overlong_name(m: &Frontend) -> Option<&str> {
+    let names: [&str; 2] = match m {
+        Frontend::Parse { name, .. }
+        | Frontend::Describe { name, .. }
+        | Frontend::Close { name, .. } => [name, ""],
+        Frontend::Bind {
+            portal, statement, ..
+        } => [portal, statement],
+        Frontend::Execute { portal, .. } => [portal, ""],
+        _ => return None,
+    };
+    names.into_iter().find(|n| n.len() > MAX_NAME)
 }
 
 /// What goes to the target in place of a refused Bind or Execute: a Parse that fails on

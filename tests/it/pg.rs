@@ -1070,6 +1070,69 @@ fn a_refused_bind_cannot_be_steered_to_a_statement_the_client_named_after_vigils
 }
 
 #[test]
+fn names_postgresql_would_cut_short_are_refused_and_cannot_alias_a_masked_statement() {
+    use postgres_protocol::message::frontend;
+    let b = PgBastion::start();
+    let mut c = RawClient::login(b.port, "alice", ALICE_PW);
+    let stem = "s".repeat(63);
+    let (clean, masked) = (format!("{stem}1"), format!("{stem}2"));
+    let mut buf = bytes::BytesMut::new();
+    // The server keeps 63 bytes of a name: to it, `clean` and `masked` are one statement. A
+    // client that parses a clean statement under one, closes the other (dropping it on the
+    // server), parses a masked read under the other and binds the first would get the masked
+    // read planned as the clean one.
+    let mut seen = Vec::new();
+    for step in 0..4 {
+        buf.clear();
+        match step {
+            0 => frontend::parse(&clean, "select 'x'::text", std::iter::empty(), &mut buf).unwrap(),
+            1 => frontend::close(b'S', &masked, &mut buf).unwrap(),
+            2 => frontend::parse(
+                &masked,
+                "select upper(ssn) from users where id = 1",
+                std::iter::empty(),
+                &mut buf,
+            )
+            .unwrap(),
+            _ => bind_execute(&mut buf, &clean, "", 0, true),
+        }
+        frontend::sync(&mut buf);
+        let got = c.exchange(&buf);
+        assert_eq!(
+            got,
+            ["ErrorResponse 42501", "ReadyForQuery I"],
+            "step {step}"
+        );
+        seen.extend(got);
+    }
+    assert!(seen.iter().all(|m| !m.contains("6789")), "{seen:?}");
+    // The benign twin: a name of 63 bytes works, and the masked read under it is masked.
+    buf.clear();
+    frontend::parse(
+        &stem,
+        "select upper(ssn) from users where id = 1",
+        std::iter::empty(),
+        &mut buf,
+    )
+    .unwrap();
+    bind_execute(&mut buf, &stem, "p", 0, true);
+    frontend::sync(&mut buf);
+    let seen = c.exchange(&buf);
+    assert_eq!(
+        seen,
+        [
+            "ParseComplete",
+            "BindComplete",
+            "RowDescription",
+            "DataRow ****",
+            "CommandComplete SELECT 1",
+            "ReadyForQuery I",
+        ],
+        "{seen:?}"
+    );
+}
+
+#[test]
 fn listen_notify_reaches_listeners_through_vigil() {
     let b = PgBastion::start();
     let conninfo = format!("{} password={ALICE_PW}", b.conninfo("alice"));
