@@ -392,8 +392,10 @@ enum Expect {
     /// A simple Query: everything up to ReadyForQuery. `refused`: the error that replaces the
     /// target's.
     Query(Box<Run>, Option<Bytes>),
-    Parse,
-    Bind,
+    /// A Parse of this statement name (forwarded, not refused).
+    Parse(String),
+    /// A Bind creating this portal.
+    Bind(String),
     Close,
     /// The client's Describe: forwarded.
     Describe,
@@ -1262,8 +1264,11 @@ impl Relay {
                 } else {
                     self.audit_allowed(text.clone(), d.rule.clone());
                     up.feed(frame).await.map_err(|e| e.to_string())?;
-                    self.expects.push_back(Expect::Parse);
+                    self.expects.push_back(Expect::Parse(name.clone()));
                 }
+                // The protocol and SQL PREPARE share one namespace on the target: what vigil
+                // knew of a SQL statement under this name no longer describes it.
+                self.sql_prepared.remove(&name);
                 self.statements.insert(
                     name,
                     Prepared {
@@ -1312,11 +1317,13 @@ impl Relay {
                         return self.refuse_in_place(up, &text, &d).await;
                     }
                 };
+                // Portals and SQL cursors share one namespace too.
+                self.sql_prepared.remove(&cursor_key(&portal));
                 if let Some(used) = self.approved_once.get_mut(&statement) {
                     *used = true;
                 }
                 up.feed(frame).await.map_err(|e| e.to_string())?;
-                self.expects.push_back(Expect::Bind);
+                self.expects.push_back(Expect::Bind(portal.clone()));
                 let params = Arc::new(
                     params
                         .iter()
@@ -1417,9 +1424,11 @@ impl Relay {
                 match target {
                     Kind::Statement => {
                         self.approved_once.remove(&name);
+                        self.sql_prepared.remove(&name);
                         self.statements.remove(&name)
                     }
                     Kind::Portal => {
+                        self.sql_prepared.remove(&cursor_key(&name));
                         self.portals.remove(&name);
                         None
                     }
@@ -1507,8 +1516,7 @@ impl Relay {
                 self.sql_prepared.insert(name.clone(), t.clone());
             }
             Some(mask::Named::DeclareCursor(name)) => {
-                self.sql_prepared
-                    .insert(format!("cursor {name}"), t.clone());
+                self.sql_prepared.insert(cursor_key(name), t.clone());
             }
             _ => {}
         }
@@ -1555,7 +1563,7 @@ impl Relay {
         let n = fields.len();
         let execute_taint = taint.and_then(|t| match &t.named {
             Some(mask::Named::Execute(name)) => self.sql_prepared.get(name),
-            Some(mask::Named::Fetch(name)) => self.sql_prepared.get(&format!("cursor {name}")),
+            Some(mask::Named::Fetch(name)) => self.sql_prepared.get(&cursor_key(name)),
             _ => None,
         });
         let taint = execute_taint.or(taint);
@@ -1901,10 +1909,14 @@ impl Relay {
             Some(Expect::Sync) | None if masks_apply => to_client.extend_from_slice(&redacted()),
             Some(Expect::Sync) | None => to_client.extend_from_slice(&frame),
             Some(_) => {
-                match self.expects.pop_front() {
-                    Some(Expect::Refused(err)) => to_client.extend_from_slice(&err),
+                let failed = self.expects.pop_front();
+                match &failed {
+                    Some(Expect::Refused(err)) => to_client.extend_from_slice(err),
                     _ if masked_statement => to_client.extend_from_slice(&redacted()),
                     _ => to_client.extend_from_slice(&frame),
+                }
+                if let Some(e) = failed {
+                    self.not_done(e);
                 }
                 // The target skips everything up to the next Sync, including what the client
                 // has not sent yet.
@@ -1913,12 +1925,32 @@ impl Relay {
                     .front()
                     .is_some_and(|e| !matches!(e, Expect::Sync))
                 {
-                    self.expects.pop_front();
+                    if let Some(e) = self.expects.pop_front() {
+                        self.not_done(e);
+                    }
                 }
                 if self.expects.is_empty() {
                     self.skipping = true;
                 }
             }
+        }
+    }
+
+    /// A Parse or Bind that failed or that the target skipped after an error: vigil took note
+    /// of its name when it went out, and the target may still hold something else under it (a
+    /// Parse of a name that exists fails and keeps the old statement; so does a Bind of a
+    /// portal that exists). The name is forgotten: a Bind to the statement is refused, and an
+    /// Execute of the portal gets the strongest mask on what it cannot place.
+    fn not_done(&mut self, e: Expect) {
+        match e {
+            Expect::Parse(name) => {
+                self.statements.remove(&name);
+                self.approved_once.remove(&name);
+            }
+            Expect::Bind(portal) => {
+                self.portals.remove(&portal);
+            }
+            _ => {}
         }
     }
 
@@ -2057,6 +2089,12 @@ fn frame_parse(name: &str, sql_text: &str) -> Bytes {
     let mut b = BytesMut::new();
     let _ = postgres_protocol::message::frontend::parse(name, sql_text, std::iter::empty(), &mut b);
     b.freeze()
+}
+
+/// The key of a SQL cursor's columns in `Relay::sql_prepared` (whose other keys are SQL
+/// PREPARE names): no identifier holds a NUL, so no prepared statement's name can be it.
+fn cursor_key(name: &str) -> String {
+    format!("\0cursor {name}")
 }
 
 /// The longest statement or portal name PostgreSQL keeps whole (NAMEDATALEN - 1 in a default

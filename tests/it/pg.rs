@@ -1133,6 +1133,99 @@ fn names_postgresql_would_cut_short_are_refused_and_cannot_alias_a_masked_statem
 }
 
 #[test]
+fn a_name_the_target_kept_for_something_else_is_not_planned_as_vigil_last_saw_it() {
+    use postgres_protocol::message::frontend;
+    let b = PgBastion::start();
+    let mut c = RawClient::login(b.port, "alice", ALICE_PW);
+    let mut buf = bytes::BytesMut::new();
+    let mut step = |c: &mut RawClient, fill: &dyn Fn(&mut bytes::BytesMut)| {
+        buf.clear();
+        fill(&mut buf);
+        // A simple Query is its own sync point.
+        if buf.first() != Some(&b'Q') {
+            frontend::sync(&mut buf);
+        }
+        let seen = c.exchange(&buf);
+        assert!(seen.iter().all(|m| !m.contains("6789")), "{seen:?}");
+        seen
+    };
+    let parse = |buf: &mut bytes::BytesMut, name: &str, sql: &str| {
+        frontend::parse(name, sql, std::iter::empty(), buf).unwrap()
+    };
+    // A Parse of a name that exists fails on the target, which keeps the masked statement:
+    // vigil does not take the failed Parse's clean text for what the name holds.
+    let seen = step(&mut c, &|b| {
+        parse(b, "s", "select upper(ssn) from users where id = 1")
+    });
+    assert_eq!(seen, ["ParseComplete", "ReadyForQuery I"]);
+    let seen = step(&mut c, &|b| parse(b, "s", "select 'x'::text"));
+    assert_eq!(seen, ["ErrorResponse 42P05", "ReadyForQuery I"]);
+    let seen = step(&mut c, &|b| bind_execute(b, "s", "", 0, true));
+    assert_eq!(seen, ["ErrorResponse 42501", "ReadyForQuery I"]);
+    // The same for a portal: in a transaction, a Bind of a portal that exists fails and the
+    // target keeps the first one.
+    let seen = step(&mut c, &|b| frontend::query("begin", b).unwrap());
+    assert_eq!(seen, ["CommandComplete BEGIN", "ReadyForQuery T"]);
+    let seen = step(&mut c, &|b| {
+        parse(b, "m", "select upper(ssn) from users where id = 1");
+        bind(b, "m", "p", 0);
+    });
+    assert_eq!(seen, ["ParseComplete", "BindComplete", "ReadyForQuery T"]);
+    let seen = step(&mut c, &|b| frontend::query("savepoint sp", b).unwrap());
+    assert_eq!(seen, ["CommandComplete SAVEPOINT", "ReadyForQuery T"]);
+    let seen = step(&mut c, &|b| {
+        parse(b, "clean", "select 'x'::text");
+        bind(b, "clean", "p", 0);
+    });
+    assert_eq!(
+        seen,
+        ["ParseComplete", "ErrorResponse 42P03", "ReadyForQuery E"]
+    );
+    let seen = step(&mut c, &|b| frontend::query("rollback to sp", b).unwrap());
+    assert_eq!(seen, ["CommandComplete ROLLBACK", "ReadyForQuery T"]);
+    let seen = step(&mut c, &|b| {
+        frontend::describe(b'P', "p", b).unwrap();
+        frontend::execute("p", 0, b).unwrap();
+    });
+    assert_eq!(
+        seen,
+        [
+            "RowDescription",
+            "DataRow ****",
+            "CommandComplete SELECT 1",
+            "ReadyForQuery T"
+        ]
+    );
+    let seen = step(&mut c, &|b| frontend::query("commit", b).unwrap());
+    assert_eq!(seen, ["CommandComplete COMMIT", "ReadyForQuery I"]);
+    // A SQL cursor's columns do not outlive it: a clean cursor ends with its transaction, a
+    // portal of a masked read takes its name, and FETCH from it is masked.
+    let seen = step(&mut c, &|b| {
+        frontend::query("begin; declare c cursor for select 'x'::text; commit", b).unwrap()
+    });
+    assert_eq!(seen.last().map(String::as_str), Some("ReadyForQuery I"));
+    let seen = step(&mut c, &|b| {
+        parse(b, "m2", "select upper(ssn) from users where id = 1");
+        bind(b, "m2", "c", 0);
+        parse(b, "f", "fetch all from c");
+        bind_execute(b, "f", "", 0, true);
+    });
+    assert_eq!(
+        seen,
+        [
+            "ParseComplete",
+            "BindComplete",
+            "ParseComplete",
+            "BindComplete",
+            "RowDescription",
+            "DataRow ****",
+            "CommandComplete FETCH 1",
+            "ReadyForQuery I"
+        ]
+    );
+}
+
+#[test]
 fn listen_notify_reaches_listeners_through_vigil() {
     let b = PgBastion::start();
     let conninfo = format!("{} password={ALICE_PW}", b.conninfo("alice"));
