@@ -416,10 +416,9 @@ async fn read_auth(
 }
 
 /// Client startup parameters passed on to the target; the rest (user, database, options,
-/// replication, protocol extensions) are vigil's to choose.
+/// replication, protocol extensions, client_encoding) are vigil's to choose.
 const PASSED_PARAMS: &[&str] = &[
     "application_name",
-    "client_encoding",
     "DateStyle",
     "TimeZone",
     "IntervalStyle",
@@ -468,5 +467,11 @@ fn upstream_settings(
             .cloned()
             .collect();
     }
+    // vigil reads every statement as UTF-8. In a client encoding such as SJIS or BIG5 a
+    // multibyte character can end in a backslash byte, so the target would read another
+    // statement from the same bytes (a string literal that ends elsewhere): the target always
+    // talks UTF8 with vigil, whatever the client asked for (its text must be UTF-8 anyway), and
+    // the session never changes it (`session.rs`).
+    s.params.push(("client_encoding".into(), "UTF8".into()));
     Ok(s)
 }

@@ -888,6 +888,17 @@ impl Relay {
             };
         }
         if decision.action == Action::Allow {
+            if let Some(why) = analysis.as_ref().ok().and_then(encoding_change) {
+                decision = Decision {
+                    action: Action::Deny,
+                    rule: None,
+                    message: why.into(),
+                    approvers: Vec::new(),
+                    incomplete: false,
+                };
+            }
+        }
+        if decision.action == Action::Allow {
             if let Some(r) = taints.iter().find_map(|t| t.refuse.as_ref()) {
                 decision = Decision {
                     action: Action::Deny,
@@ -1797,6 +1808,17 @@ impl Relay {
                 return Err("the target started a COPY BOTH (replication) stream".into());
             }
             Backend::ParameterStatus { frame, name, value } => {
+                if name.eq_ignore_ascii_case("client_encoding") && !is_utf8_name(&value) {
+                    // Something vigil could not see (a function, a DO block) changed it: the
+                    // statements vigil reads as UTF-8 would now mean something else upstream.
+                    to_client.extend_from_slice(&backend::error_response(
+                        Severity::Fatal,
+                        "08P01",
+                        "vigil: the target's client_encoding changed; vigil reads statements as UTF-8 only, so the session is closed",
+                        None,
+                    ));
+                    return Err(format!("the target's client_encoding changed to {value}"));
+                }
                 to_client.extend_from_slice(&frame);
                 super::pool::set_param(&mut self.upstream_params, name, value);
             }
@@ -2089,6 +2111,43 @@ fn frame_parse(name: &str, sql_text: &str) -> Bytes {
     let mut b = BytesMut::new();
     let _ = postgres_protocol::message::frontend::parse(name, sql_text, std::iter::empty(), &mut b);
     b.freeze()
+}
+
+/// Why a statement that may change `client_encoding` is refused (`SET client_encoding`,
+/// `SET NAMES`, `RESET`, `set_config('client_encoding', ...)`, or `set_config` with a name
+/// computed at run time). One that vigil cannot see doing it (a function that does, a DO
+/// block) ends the session when the target reports the change; statements the client sent
+/// before that report were already read as UTF-8.
+fn encoding_change(a: &sql::Analysis) -> Option<&'static str> {
+    for st in &a.statements {
+        if st
+            .kinds
+            .iter()
+            .any(|k| k == "SET CLIENT_ENCODING" || k == "RESET CLIENT_ENCODING")
+        {
+            return Some(
+                "client_encoding cannot be changed through vigil (it reads statements as UTF-8)",
+            );
+        }
+        if st
+            .opaque
+            .iter()
+            .any(|o| matches!(o, sql::Opaque::Function { name, .. } if name == "set_config"))
+        {
+            return Some("set_config() with a parameter name computed at run time is not allowed through vigil (it could change client_encoding)");
+        }
+    }
+    None
+}
+
+/// Whether an encoding name is PostgreSQL's UTF8 (it ignores case and punctuation in them).
+fn is_utf8_name(name: &str) -> bool {
+    let clean: String = name
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    clean == "utf8" || clean == "unicode"
 }
 
 /// The key of a SQL cursor's columns in `Relay::sql_prepared` (whose other keys are SQL

@@ -1226,6 +1226,69 @@ fn a_name_the_target_kept_for_something_else_is_not_planned_as_vigil_last_saw_it
 }
 
 #[test]
+fn the_target_reads_statements_in_utf8_whatever_the_client_asks() {
+    let b = PgBastion::start();
+    // A client that asks for SJIS (where a character can end in a backslash byte, so the
+    // target would read other statements than vigil) gets UTF8, at startup and after it.
+    let mut c = Command::new("psql");
+    c.env("PGPASSWORD", ALICE_PW)
+        .env("PGCLIENTENCODING", "SJIS")
+        .args([&b.conninfo("alice"), "-At", "-c", "show client_encoding"]);
+    let (code, out, err) = run(&mut c);
+    assert_eq!((code, out.trim()), (0, "UTF8"), "{err}");
+    let direct = format!(
+        "host=127.0.0.1 port={} user={USER} dbname={DATABASE} sslmode=disable",
+        b.server.port
+    );
+    let (code, _, err) = run(Command::new("psql").env("PGPASSWORD", PASSWORD).args([
+        &direct,
+        "-qc",
+        "create function enc() returns text language plpgsql as \
+         $$ begin perform set_config('client_encoding', 'SJIS', false); return 'x'; end $$",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let conninfo = format!("{} password={ALICE_PW}", b.conninfo("alice"));
+    b.rt.block_on(async {
+        let client = connect(&conninfo).await;
+        for sql in [
+            "set client_encoding = 'SJIS'",
+            "set names 'SJIS'",
+            "set local client_encoding to 'BIG5'",
+            "reset client_encoding",
+            "select set_config('client_encoding', 'SJIS', false)",
+            "select set_config(name, 'SJIS', false) from (values ('client_encoding')) v(name)",
+        ] {
+            let message = assert_refused(&client.simple_query(sql).await.unwrap_err());
+            assert!(
+                message.contains("client_encoding") || message.contains("set_config"),
+                "{sql}: {message}"
+            );
+        }
+        // The benign twins run.
+        client
+            .batch_execute("set application_name = 'twin'")
+            .await
+            .unwrap();
+        let r = client
+            .query_one("select set_config('application_name', 'twin2', false)", &[])
+            .await
+            .unwrap();
+        assert_eq!(r.get::<_, String>(0), "twin2");
+        // A change vigil cannot see in the statement (inside a function) ends the session
+        // when the target reports it.
+        let err = client.simple_query("select enc()").await.unwrap_err();
+        let message = err
+            .as_db_error()
+            .map(|e| e.message().to_string())
+            .unwrap_or_else(|| err.to_string());
+        assert!(message.contains("client_encoding"), "{message}");
+        assert!(client.simple_query("select 1").await.is_err());
+    });
+    // The bastion serves the next session.
+    assert_eq!(psql_lines(&b, "alice", ALICE_PW, &["select 1"]), ["1"]);
+}
+
+#[test]
 fn listen_notify_reaches_listeners_through_vigil() {
     let b = PgBastion::start();
     let conninfo = format!("{} password={ALICE_PW}", b.conninfo("alice"));
