@@ -1186,6 +1186,29 @@ impl Relay {
                 | Frontend::Close { .. }
                 | Frontend::Flush { .. }
         );
+        if self.copy_in
+            && !matches!(
+                m,
+                Frontend::CopyData { .. }
+                    | Frontend::CopyDone { .. }
+                    | Frontend::CopyFail { .. }
+                    | Frontend::Flush { .. }
+                    | Frontend::Sync { .. }
+            )
+        {
+            // The target fails the COPY on it and takes the message as the cause, answering
+            // nothing vigil could expect: vigil would lose track of what answers what.
+            to_client.extend_from_slice(&backend::error_response(
+                Severity::Fatal,
+                "08P01",
+                &format!("vigil: {} in the middle of COPY input", m.name()),
+                None,
+            ));
+            return Err(format!(
+                "protocol error from the client: {} in the middle of COPY input",
+                m.name()
+            ));
+        }
         if let Some(name) = overlong_name(&m) {
             // PostgreSQL keeps the first NAMEDATALEN - 1 bytes of a statement or portal name:
             // two names that differ only after them are one name to the server and two to
@@ -1447,9 +1470,11 @@ impl Relay {
                 self.expects.push_back(Expect::Close);
             }
             Frontend::Sync { frame } => {
-                up.feed(frame).await.map_err(|e| e.to_string())?;
-                // The target ignores a Sync in the middle of COPY input.
+                // The target ignores a Sync in the middle of COPY input, but answers one that
+                // arrives after a COPY that failed on its side (simple protocol) with a
+                // ReadyForQuery nobody expects: vigil does not send it on.
                 if !self.copy_in {
+                    up.feed(frame).await.map_err(|e| e.to_string())?;
                     self.expects.push_back(Expect::Sync);
                     self.client_syncs += 1;
                     self.open_batch = false;
@@ -1802,6 +1827,14 @@ impl Relay {
             }
             Backend::CopyInResponse { frame, .. } => {
                 self.copy_in = true;
+                // What the client sent after the COPY before this answer reached it: the
+                // target ignores Syncs until the copy ends, and fails the COPY on anything else.
+                let behind = self.expects.split_off(self.expects.len().min(1));
+                let syncs = behind.iter().filter(|e| matches!(e, Expect::Sync)).count();
+                if syncs != behind.len() {
+                    return Err("the client sent statements in the middle of COPY input; the session is closed so that vigil does not lose track of the protocol".into());
+                }
+                self.client_syncs = self.client_syncs.saturating_sub(syncs as u64);
                 to_client.extend_from_slice(&frame);
             }
             Backend::CopyBothResponse { .. } => {

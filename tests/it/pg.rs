@@ -1289,6 +1289,71 @@ fn the_target_reads_statements_in_utf8_whatever_the_client_asks() {
 }
 
 #[test]
+fn syncs_and_statements_sent_around_copy_input_keep_vigil_in_step() {
+    use fallible_iterator::FallibleIterator;
+    use postgres_protocol::message::{backend::Message, frontend};
+    use std::io::Write;
+    let b = PgBastion::start();
+    let mut c = RawClient::login(b.port, "alice", ALICE_PW);
+    let mut buf = bytes::BytesMut::new();
+    frontend::query("create temp table t (x int)", &mut buf).unwrap();
+    c.exchange(&buf);
+    // A Sync right behind COPY FROM STDIN: the target ignores it while the copy runs.
+    buf.clear();
+    frontend::query("copy t from stdin", &mut buf).unwrap();
+    frontend::sync(&mut buf);
+    c.s.write_all(&buf).unwrap();
+    assert!(matches!(c.next(), Message::CopyInResponse(_)));
+    buf.clear();
+    frontend::CopyData::new(&b"1\n"[..])
+        .unwrap()
+        .write(&mut buf);
+    frontend::copy_done(&mut buf);
+    let seen = c.exchange(&buf);
+    assert_eq!(seen, ["CommandComplete COPY 1", "ReadyForQuery I"]);
+    // The next statements are answered as themselves: the masked read stays masked.
+    for (sql, want) in [
+        (
+            "set application_name = 'x'",
+            vec!["CommandComplete SET", "ReadyForQuery I"],
+        ),
+        (
+            "select upper(ssn) from users where id = 1",
+            vec![
+                "RowDescription",
+                "DataRow ****",
+                "CommandComplete SELECT 1",
+                "ReadyForQuery I",
+            ],
+        ),
+    ] {
+        buf.clear();
+        frontend::query(sql, &mut buf).unwrap();
+        assert_eq!(c.exchange(&buf), want, "{sql}");
+    }
+    // A statement in the middle of COPY input ends the session (the target would fail the
+    // copy and take the statement for its cause).
+    buf.clear();
+    frontend::query("copy t from stdin", &mut buf).unwrap();
+    c.s.write_all(&buf).unwrap();
+    assert!(matches!(c.next(), Message::CopyInResponse(_)));
+    buf.clear();
+    frontend::query("select upper(ssn) from users where id = 1", &mut buf).unwrap();
+    c.s.write_all(&buf).unwrap();
+    match c.next() {
+        Message::ErrorResponse(e) => {
+            let code = e
+                .fields()
+                .find(|f| Ok(f.type_() == b'C'))
+                .unwrap()
+                .map(|f| String::from_utf8_lossy(f.value_bytes()).to_string());
+            assert_eq!(code.as_deref(), Some("08P01"));
+        }
+        other => panic!("{}", std::any::type_name_of_val(&other)),
+    }
+}
+
+#[test]
 fn listen_notify_reaches_listeners_through_vigil() {
     let b = PgBastion::start();
     let conninfo = format!("{} password={ALICE_PW}", b.conninfo("alice"));
