@@ -263,15 +263,19 @@ struct FilterOpts {
 /// glibc gives each thread that allocates under contention an arena of its own, up to 8 per
 /// core, and keeps what a thread once used. vigil's threads that seal and upload recordings
 /// then hold about 16 MiB each after a busy hour: measured, 168 MiB of RSS after three rounds
-/// of the Postgres benchmark, against 73 MiB with 2 arenas at the same throughput. Four are
-/// plenty for a runtime of one worker per core; `MALLOC_ARENA_MAX` in the environment wins.
+/// of the Postgres benchmark, against 73 MiB with 2 arenas at the same throughput (2 cores).
+/// One per core is enough for a runtime of one worker per core; `MALLOC_ARENA_MAX` in the
+/// environment wins.
 fn bound_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         // SAFETY: mallopt only sets an allocator parameter; called first thing in main,
         // before any other thread exists.
         unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 4);
+            libc::mallopt(
+                libc::M_ARENA_MAX,
+                std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 16)) as i32,
+            );
         }
     }
 }
