@@ -585,14 +585,30 @@ fn vigil_passwd_prints_a_verifier_that_authenticates() {
 
 /// pgbench tables made directly on the target (pgbench -i drops tables, which policy denies).
 fn pgbench_init(b: &PgBastion) {
-    let direct = format!(
-        "host=127.0.0.1 port={} user={USER} dbname={DATABASE} sslmode=disable",
-        b.server.port
-    );
     let (code, _, err) = run(Command::new(format!("{}/pgbench", crate::pgserver::PG_BIN))
         .env("PGPASSWORD", PASSWORD)
-        .args(["-i", "-s", "1", "-q", &direct]));
+        .args(["-i", "-s", "1", "-q", &direct(b)]));
     assert_eq!(code, 0, "pgbench -i: {err}");
+}
+
+/// The target's conninfo, as its owner, without vigil.
+fn direct(b: &PgBastion) -> String {
+    format!(
+        "host=127.0.0.1 port={} user={USER} dbname={DATABASE} sslmode=disable",
+        b.server.port
+    )
+}
+
+/// Runs `sql` on the target directly, as its owner.
+fn direct_psql(b: &PgBastion, sql: &str) {
+    let (code, _, err) = run(Command::new("psql").env("PGPASSWORD", PASSWORD).args([
+        &direct(b),
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-qc",
+        sql,
+    ]));
+    assert_eq!(code, 0, "{sql}: {err}");
 }
 
 #[test]
@@ -937,16 +953,7 @@ fn one_row(value: &str) -> Vec<String> {
 fn a_refused_statement_in_a_raw_pipeline_skips_to_sync_and_nothing_after_it_runs() {
     use postgres_protocol::message::frontend;
     let b = PgBastion::start();
-    let direct = format!(
-        "host=127.0.0.1 port={} user={USER} dbname={DATABASE} sslmode=disable",
-        b.server.port
-    );
-    let (code, _, err) = run(Command::new("psql").env("PGPASSWORD", PASSWORD).args([
-        &direct,
-        "-qc",
-        "create sequence probe",
-    ]));
-    assert_eq!(code, 0, "{err}");
+    direct_psql(&b, "create sequence probe");
     let mut c = RawClient::login(b.port, "alice", ALICE_PW);
     // One write: a clean statement, a refused one, then statements the refusal must skip,
     // one of which (nextval) would leave a trace that no rollback undoes.
@@ -1236,17 +1243,11 @@ fn the_target_reads_statements_in_utf8_whatever_the_client_asks() {
         .args([&b.conninfo("alice"), "-At", "-c", "show client_encoding"]);
     let (code, out, err) = run(&mut c);
     assert_eq!((code, out.trim()), (0, "UTF8"), "{err}");
-    let direct = format!(
-        "host=127.0.0.1 port={} user={USER} dbname={DATABASE} sslmode=disable",
-        b.server.port
-    );
-    let (code, _, err) = run(Command::new("psql").env("PGPASSWORD", PASSWORD).args([
-        &direct,
-        "-qc",
+    direct_psql(
+        &b,
         "create function enc() returns text language plpgsql as \
          $$ begin perform set_config('client_encoding', 'SJIS', false); return 'x'; end $$",
-    ]));
-    assert_eq!(code, 0, "{err}");
+    );
     let conninfo = format!("{} password={ALICE_PW}", b.conninfo("alice"));
     b.rt.block_on(async {
         let client = connect(&conninfo).await;
