@@ -473,5 +473,8 @@ fn upstream_settings(
     // talks UTF8 with vigil, whatever the client asked for (its text must be UTF-8 anyway), and
     // the session never changes it (`session.rs`).
     s.params.push(("client_encoding".into(), "UTF8".into()));
+    // Likewise, a backslash in a string literal is an ordinary character to vigil's parser.
+    s.params
+        .push(("standard_conforming_strings".into(), "on".into()));
     Ok(s)
 }

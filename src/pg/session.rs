@@ -1841,16 +1841,16 @@ impl Relay {
                 return Err("the target started a COPY BOTH (replication) stream".into());
             }
             Backend::ParameterStatus { frame, name, value } => {
-                if name.eq_ignore_ascii_case("client_encoding") && !is_utf8_name(&value) {
+                if reads_text_differently(&name, &value) {
                     // Something vigil could not see (a function, a DO block) changed it: the
-                    // statements vigil reads as UTF-8 would now mean something else upstream.
+                    // statements vigil reads would now mean something else upstream.
                     to_client.extend_from_slice(&backend::error_response(
                         Severity::Fatal,
                         "08P01",
-                        "vigil: the target's client_encoding changed; vigil reads statements as UTF-8 only, so the session is closed",
+                        &format!("vigil: the target's {name} changed to {value}; vigil reads statements as UTF-8 with standard-conforming strings only, so the session is closed"),
                         None,
                     ));
-                    return Err(format!("the target's client_encoding changed to {value}"));
+                    return Err(format!("the target's {name} changed to {value}"));
                 }
                 to_client.extend_from_slice(&frame);
                 super::pool::set_param(&mut self.upstream_params, name, value);
@@ -2146,31 +2146,44 @@ fn frame_parse(name: &str, sql_text: &str) -> Bytes {
     b.freeze()
 }
 
-/// Why a statement that may change `client_encoding` is refused (`SET client_encoding`,
-/// `SET NAMES`, `RESET`, `set_config('client_encoding', ...)`, or `set_config` with a name
-/// computed at run time). One that vigil cannot see doing it (a function that does, a DO
-/// block) ends the session when the target reports the change; statements the client sent
-/// before that report were already read as UTF-8.
+/// Why a statement that may change how the target reads statement text is refused: vigil
+/// parses every statement as UTF-8 with `standard_conforming_strings` on (as libpg_query
+/// does), so `client_encoding` and `standard_conforming_strings` are pinned (`SET`, `SET NAMES`,
+/// `RESET`, `set_config` on them, or `set_config` with a name computed at run time). One that
+/// vigil cannot see doing it (a function that does, a DO block) ends the session when the
+/// target reports the change; statements the client sent before that report were already
+/// read the old way.
 fn encoding_change(a: &sql::Analysis) -> Option<&'static str> {
     for st in &a.statements {
-        if st
-            .kinds
-            .iter()
-            .any(|k| k == "SET CLIENT_ENCODING" || k == "RESET CLIENT_ENCODING")
-        {
-            return Some(
-                "client_encoding cannot be changed through vigil (it reads statements as UTF-8)",
-            );
+        if st.kinds.iter().any(|k| {
+            [
+                "SET CLIENT_ENCODING",
+                "RESET CLIENT_ENCODING",
+                "SET STANDARD_CONFORMING_STRINGS",
+                "RESET STANDARD_CONFORMING_STRINGS",
+            ]
+            .contains(&k.as_str())
+        }) {
+            return Some("client_encoding and standard_conforming_strings cannot be changed through vigil (it reads statements as UTF-8 with standard-conforming strings)");
         }
         if st
             .opaque
             .iter()
             .any(|o| matches!(o, sql::Opaque::Function { name, .. } if name == "set_config"))
         {
-            return Some("set_config() with a parameter name computed at run time is not allowed through vigil (it could change client_encoding)");
+            return Some("set_config() with a parameter name computed at run time is not allowed through vigil (it could change how the target reads statements)");
         }
     }
     None
+}
+
+/// A reported parameter value that means the target reads statement text differently from
+/// vigil: a client_encoding other than UTF8, standard_conforming_strings off.
+fn reads_text_differently(name: &str, value: &str) -> bool {
+    if name.eq_ignore_ascii_case("client_encoding") {
+        return !is_utf8_name(value);
+    }
+    name.eq_ignore_ascii_case("standard_conforming_strings") && !value.eq_ignore_ascii_case("on")
 }
 
 /// Whether an encoding name is PostgreSQL's UTF8 (it ignores case and punctuation in them).

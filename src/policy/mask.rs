@@ -698,6 +698,8 @@ pub enum Refusal {
     ServerCopy,
     #[error("binary COPY of masked columns is not supported; use text or CSV format")]
     BinaryCopy,
+    #[error("COPY of masked columns in encoding {0} is not supported; use UTF8")]
+    CopyEncoding(String),
     #[error("changing {0} would defeat its masks")]
     AltersMasked(String),
     #[error("the statement is nested too deeply for vigil to analyze")]
@@ -1333,6 +1335,28 @@ fn is_setop(s: &pb::SelectStmt) -> bool {
     s.op > pb::SetOperation::SetopNone as i32
 }
 
+/// COPY's `ENCODING` option when it names anything but UTF8.
+fn copy_encoding(options: &[pb::Node]) -> Option<String> {
+    options.iter().find_map(|o| {
+        let Some(N::DefElem(d)) = &o.node else {
+            return None;
+        };
+        if !d.defname.eq_ignore_ascii_case("encoding") {
+            return None;
+        }
+        let value = match d.arg.as_deref().and_then(|a| a.node.as_ref()) {
+            Some(N::String(s)) => s.sval.clone(),
+            _ => "?".to_string(),
+        };
+        let clean: String = value
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        (clean != "utf8" && clean != "unicode").then_some(value)
+    })
+}
+
 fn copy_options(options: &[pb::Node]) -> CopyOptions {
     let mut format = CopyFormat::Text;
     let (mut delimiter, mut null, mut quote, mut escape, mut header) =
@@ -1681,6 +1705,11 @@ impl Analyzer<'_> {
         }
         if masked && options.format == CopyFormat::Binary {
             self.refuse(Refusal::BinaryCopy);
+        }
+        if let Some(encoding) = copy_encoding(&c.options).filter(|_| masked) {
+            // In SJIS, BIG5 and their kind a character can hold the delimiter's or the escape's
+            // byte: vigil could not split the rows it masks.
+            self.refuse(Refusal::CopyEncoding(encoding));
         }
         self.copy = Some(options);
         Out::Rows(shape)

@@ -1258,6 +1258,11 @@ fn the_target_reads_statements_in_utf8_whatever_the_client_asks() {
             "reset client_encoding",
             "select set_config('client_encoding', 'SJIS', false)",
             "select set_config(name, 'SJIS', false) from (values ('client_encoding')) v(name)",
+            // With standard_conforming_strings off, `'x\' , upper(ssn) from users --'` is one
+            // string literal to vigil and a masked read to the target.
+            "set standard_conforming_strings = off",
+            "reset standard_conforming_strings",
+            "select set_config('standard_conforming_strings', 'off', false)",
         ] {
             let message = assert_refused(&client.simple_query(sql).await.unwrap_err());
             assert!(
@@ -1265,6 +1270,17 @@ fn the_target_reads_statements_in_utf8_whatever_the_client_asks() {
                 "{sql}: {message}"
             );
         }
+        // COPY in another encoding: a character can hold the delimiter's byte, so vigil could
+        // not split the rows it masks.
+        let message = assert_refused(
+            &client
+                .simple_query(
+                    "copy (select 'x', upper(ssn) from users) to stdout (delimiter '|', encoding 'SJIS')",
+                )
+                .await
+                .unwrap_err(),
+        );
+        assert!(message.contains("SJIS"), "{message}");
         // The benign twins run.
         client
             .batch_execute("set application_name = 'twin'")
@@ -1285,8 +1301,32 @@ fn the_target_reads_statements_in_utf8_whatever_the_client_asks() {
         assert!(message.contains("client_encoding"), "{message}");
         assert!(client.simple_query("select 1").await.is_err());
     });
-    // The bastion serves the next session.
-    assert_eq!(psql_lines(&b, "alice", ALICE_PW, &["select 1"]), ["1"]);
+    // The bastion serves the next session; a COPY of clean columns in another encoding runs.
+    assert_eq!(
+        psql_lines(
+            &b,
+            "alice",
+            ALICE_PW,
+            &["copy (select id from users order by id) to stdout (encoding 'SJIS')"]
+        ),
+        ["1", "2"]
+    );
+    // A function that turns standard_conforming_strings off ends the session as well.
+    direct_psql(
+        &b,
+        "create function scs() returns text language plpgsql as \
+         $$ begin perform set_config('standard_conforming_strings', 'off', false); return 'x'; end $$",
+    );
+    b.rt.block_on(async {
+        let client = connect(&conninfo).await;
+        let err = client.simple_query("select scs()").await.unwrap_err();
+        let message = err
+            .as_db_error()
+            .map(|e| e.message().to_string())
+            .unwrap_or_else(|| err.to_string());
+        assert!(message.contains("standard_conforming_strings"), "{message}");
+        assert!(client.simple_query("select 1").await.is_err());
+    });
 }
 
 #[test]
