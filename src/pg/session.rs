@@ -1075,20 +1075,17 @@ impl Relay {
     /// A portal bound before a reload is decided again before it executes (a client that
     /// keeps a portal open in a transaction, fetching with a row limit, gets no more rows once
     /// the policy stops allowing its statement). As at Bind, a statement that a review allowed
-    /// runs on only if the new policy allows it outright.
-    fn redecide_portal(&mut self, portal: &str) {
-        let Some(text) = self
-            .portals
-            .get(portal)
-            .filter(|p| p.reloads != self.reloads)
-            .map(|p| p.sql.clone())
-        else {
-            return;
-        };
+    /// runs on only if the new policy allows it outright. `Some`: the portal's statement text
+    /// and why it may not run. One lookup when nothing was reloaded (every Execute asks).
+    fn portal_refusal(&mut self, portal: &str) -> Option<(Arc<str>, Decision)> {
+        let p = self.portals.get(portal)?;
+        if p.reloads == self.reloads {
+            return (p.decision.action != Action::Allow)
+                .then(|| (p.sql.clone(), p.decision.clone()));
+        }
+        let text = p.sql.clone();
         let d = self.decide(&text).decision;
-        let Some(p) = self.portals.get_mut(portal) else {
-            return;
-        };
+        let p = self.portals.get_mut(portal)?;
         p.reloads = self.reloads;
         p.decision = match d.action {
             Action::Allow | Action::Deny => d,
@@ -1098,6 +1095,7 @@ impl Relay {
                 ..d
             },
         };
+        (p.decision.action != Action::Allow).then(|| (text, p.decision.clone()))
     }
 
     /// Refuses a Bind, Execute or other extended-protocol message: recorded and audited, the
@@ -1396,21 +1394,10 @@ impl Relay {
                 }
             }
             Frontend::Execute { frame, portal, .. } => {
-                self.redecide_portal(&portal);
-                let refused = self
-                    .portals
-                    .get(&portal)
-                    .filter(|p| p.decision.action != Action::Allow)
-                    .map(|p| p.decision.clone());
-                if let Some(d) = refused {
+                if let Some((text, d)) = self.portal_refusal(&portal) {
                     // Bound under a policy that a reload replaced, and the new one does not
                     // allow it outright: the Execute does not run (the target fails what vigil
                     // sends in its place, and skips the rest of the batch as for a refusal).
-                    let text = self
-                        .portals
-                        .get(&portal)
-                        .map(|p| p.sql.clone())
-                        .unwrap_or_else(|| "".into());
                     return self.refuse_in_place(up, &text, &d).await;
                 }
                 // vigil's own Describe of the portal right before each Execute: the columns,
@@ -2181,19 +2168,9 @@ fn encoding_change(a: &sql::Analysis) -> Option<&'static str> {
 /// vigil: a client_encoding other than UTF8, standard_conforming_strings off.
 fn reads_text_differently(name: &str, value: &str) -> bool {
     if name.eq_ignore_ascii_case("client_encoding") {
-        return !is_utf8_name(value);
+        return !crate::policy::mask::is_utf8_name(value);
     }
     name.eq_ignore_ascii_case("standard_conforming_strings") && !value.eq_ignore_ascii_case("on")
-}
-
-/// Whether an encoding name is PostgreSQL's UTF8 (it ignores case and punctuation in them).
-fn is_utf8_name(name: &str) -> bool {
-    let clean: String = name
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    clean == "utf8" || clean == "unicode"
 }
 
 /// The key of a SQL cursor's columns in `Relay::sql_prepared` (whose other keys are SQL

@@ -1348,13 +1348,18 @@ fn copy_encoding(options: &[pb::Node]) -> Option<String> {
             Some(N::String(s)) => s.sval.clone(),
             _ => "?".to_string(),
         };
-        let clean: String = value
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .map(|c| c.to_ascii_lowercase())
-            .collect();
-        (clean != "utf8" && clean != "unicode").then_some(value)
+        (!is_utf8_name(&value)).then_some(value)
     })
+}
+
+/// Whether an encoding name is PostgreSQL's UTF8 (it ignores case and punctuation in them).
+pub(crate) fn is_utf8_name(name: &str) -> bool {
+    let clean: String = name
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    clean == "utf8" || clean == "unicode"
 }
 
 fn copy_options(options: &[pb::Node]) -> CopyOptions {
