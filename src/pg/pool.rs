@@ -29,9 +29,12 @@
 //! Connections are kept per (vigil user, config generation, address, database, target user,
 //! password, TLS, startup parameters), at most `MAX_IDLE` each and `MAX_IDLE_TOTAL` in all (they
 //! hold backends of the target: bounded, so that they cannot use up its connections), for
-//! `IDLE_TIMEOUT`. One the target closed or wrote to while idle is dropped when it would be
-//! taken; one whose peer vanished without a word (a half-open TCP connection) is found only by
-//! the session that takes it, which then fails as for a target that dies mid-session.
+//! `IDLE_TIMEOUT`, and closed with Terminate when that runs out. One the target closed or wrote
+//! to while idle is dropped when it would be taken. One whose peer vanished without a word (a
+//! half-open TCP connection, a backend that hangs) is found by the session that takes it before
+//! its client is told anything: the first round trip (the catalog read, or an empty query when
+//! there is nothing to read and the connection waited `CHECK_AFTER` or longer) must be answered
+//! within `CHECK_TIMEOUT`, else the session drops it and logs in afresh.
 
 use std::{
     collections::HashMap,
@@ -63,6 +66,12 @@ pub const MAX_IDLE: usize = 16;
 pub const MAX_IDLE_TOTAL: usize = 64;
 /// How long the reset may take.
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection that waited this long is checked with an empty query before it is used, when
+/// its session would not talk to it first anyway (as pgbouncer's `server_check_delay`).
+pub const CHECK_AFTER: Duration = Duration::from_secs(30);
+/// How long the first round trip on a kept connection may take before it is given up for a new
+/// one.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Up = Framed<UpstreamStream, BackendCodec>;
 
@@ -87,9 +96,9 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A kept connection for `settings`, the most recently returned first.
-    /// `scope`: the vigil user and the config generation (see the module docs).
-    pub fn take(&self, settings: &UpstreamSettings, scope: &str) -> Option<Idle> {
+    /// A kept connection for `settings`, the most recently returned first, and how long it
+    /// waited. `scope`: the vigil user and the config generation (see the module docs).
+    pub fn take(&self, settings: &UpstreamSettings, scope: &str) -> Option<(Idle, Duration)> {
         let key = key(settings, scope);
         let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = map.get_mut(&key)?;
@@ -102,7 +111,7 @@ impl Pool {
             if futures::FutureExt::now_or_never(kept.idle.up.next()).is_none()
                 && kept.idle.up.read_buffer().is_empty()
             {
-                return Some(kept.idle);
+                return Some((kept.idle, kept.since.elapsed()));
             }
         }
         None
@@ -125,14 +134,18 @@ impl Pool {
         Some(id)
     }
 
-    fn expire(&self, key: &[u8; 32], id: u64) {
+    /// Takes connection `id` out of the pool, when no session took it.
+    fn expire(&self, key: &[u8; 32], id: u64) -> Option<Idle> {
         let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(list) = map.get_mut(key) {
-            list.retain(|k| k.id != id);
-            if list.is_empty() {
-                map.remove(key);
-            }
+        let list = map.get_mut(key)?;
+        let kept = list
+            .iter()
+            .position(|k| k.id == id)
+            .map(|i| list.remove(i).idle);
+        if list.is_empty() {
+            map.remove(key);
         }
+        kept
     }
 
     /// Idle connections kept now, over all targets.
@@ -167,30 +180,57 @@ pub fn keep(gw: Arc<Gateway>, settings: &UpstreamSettings, scope: &str, mut idle
             return;
         };
         tokio::time::sleep(IDLE_TIMEOUT).await;
-        gw.pg.pool.expire(&key, id);
+        if let Some(mut idle) = gw.pg.pool.expire(&key, id) {
+            // Said goodbye to, as a client would: the target logs no lost connection.
+            let _ = tokio::time::timeout(RESET_TIMEOUT, idle.up.send(frontend::terminate())).await;
+        }
     });
+}
+
+/// Whether a kept connection still answers: an empty query, answered with
+/// EmptyQueryResponse and ReadyForQuery outside a transaction within `CHECK_TIMEOUT`.
+pub async fn check(idle: &mut Idle) -> bool {
+    let answered = round_trip(idle, "", |m| {
+        matches!(m, Backend::EmptyQueryResponse { .. })
+    });
+    matches!(
+        tokio::time::timeout(CHECK_TIMEOUT, answered).await,
+        Ok(true)
+    )
 }
 
 /// `DISCARD ALL`, answered with its tag and ReadyForQuery outside a transaction; the
 /// ParameterStatus values it reports (the ones the session had changed) update `params`.
 async fn reset(idle: &mut Idle) -> bool {
-    let Ok(discard) = frontend::query("DISCARD ALL") else {
+    round_trip(
+        idle,
+        "DISCARD ALL",
+        |m| matches!(m, Backend::CommandComplete { tag, .. } if tag == "DISCARD ALL"),
+    )
+    .await
+}
+
+/// Sends the simple query `sql`: true when the target answered it with a message `done`
+/// accepts, then ReadyForQuery outside a transaction (notices and notifications in between
+/// are dropped, ParameterStatus values kept in `params`).
+async fn round_trip(idle: &mut Idle, sql: &str, done: impl Fn(&Backend) -> bool) -> bool {
+    let Ok(query) = frontend::query(sql) else {
         return false;
     };
-    if idle.up.send(discard).await.is_err() {
+    if idle.up.send(query).await.is_err() {
         return false;
     }
-    let mut discarded = false;
+    let mut answered = false;
     loop {
         match idle.up.next().await {
-            Some(Ok(Backend::CommandComplete { tag, .. })) => discarded = tag == "DISCARD ALL",
             Some(Ok(Backend::ParameterStatus { name, value, .. })) => {
                 set_param(&mut idle.params, name, value)
             }
             Some(Ok(Backend::NoticeResponse { .. } | Backend::NotificationResponse { .. })) => {}
             Some(Ok(Backend::ReadyForQuery { status, .. })) => {
-                return discarded && status == TransactionStatus::Idle;
+                return answered && status == TransactionStatus::Idle;
             }
+            Some(Ok(m)) if done(&m) => answered = true,
             _ => return false,
         }
     }

@@ -180,14 +180,44 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
     } else {
         None
     };
+    // The policy goes with the config the catalog is read from; the reload count is read
+    // first, so a reload in between is followed again, never missed.
+    let seen_reloads = gw.reloads();
+    let policy = gw.policy();
+    let config = gw.config();
+    let roles = config.directory.roles_of(&user).to_vec();
+    let mask_settings = mask_settings(&config, &target.name, &roles);
+    let connect = || async {
+        super::upstream::connect(&settings).await.map(|u| Idle {
+            params: u.params.clone(),
+            backend_key: u.backend_key,
+            up: u.into_framed(max_len),
+        })
+    };
     let (recorder, upstream) = tokio::join!(gw.recordings.begin(meta), async {
-        match pooled {
-            Some(idle) => Ok(idle),
-            None => super::upstream::connect(&settings).await.map(|u| Idle {
-                params: u.params.clone(),
-                backend_key: u.backend_key,
-                up: u.into_framed(max_len),
-            }),
+        let Some((mut idle, waited)) = pooled else {
+            return connect().await.map(|u| (u, None));
+        };
+        // A kept connection must answer its first round trip in time (`pool.rs`): else it is
+        // dropped and the session logs in afresh, its client none the wiser.
+        idle.up.codec_mut().max_len = max_len;
+        let answered = if !mask_settings.is_empty() {
+            let read = load_catalog(&mut idle.up, &config, &target.name, &roles);
+            tokio::time::timeout(super::pool::CHECK_TIMEOUT, read)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else if waited >= super::pool::CHECK_AFTER {
+            super::pool::check(&mut idle).await.then(MaskCatalog::new)
+        } else {
+            Some(MaskCatalog::new())
+        };
+        match answered {
+            Some(catalog) => Ok((idle, Some(catalog))),
+            None => {
+                tracing::info!(target = %target.name, "a kept target connection did not answer; logging in afresh");
+                connect().await.map(|u| (u, None))
+            }
         }
     });
     let recorder = match recorder {
@@ -239,20 +269,19 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
             return;
         }
     };
-    let Idle {
-        params,
-        backend_key: upstream_key,
-        mut up,
-    } = upstream;
-    up.codec_mut().max_len = max_len;
-    // The policy goes with the config the catalog is read from; the reload count is read
-    // first, so a reload in between is followed again, never missed.
-    let seen_reloads = gw.reloads();
-    let policy = gw.policy();
-    let config = gw.config();
-    let roles = config.directory.roles_of(&user).to_vec();
-    let mask_settings = mask_settings(&config, &target.name, &roles);
-    let catalog = match load_catalog(&mut up, &config, &target.name, &roles).await {
+    let (
+        Idle {
+            params,
+            backend_key: upstream_key,
+            mut up,
+        },
+        catalog,
+    ) = upstream;
+    let catalog = match catalog {
+        Some(c) => Ok(c),
+        None => load_catalog(&mut up, &config, &target.name, &roles).await,
+    };
+    let catalog = match catalog {
         Ok(c) => c,
         Err(e) => {
             let msg = format!(

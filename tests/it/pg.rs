@@ -1550,6 +1550,51 @@ fn a_target_connection_is_reused_by_the_next_session_with_nothing_left_of_the_la
 }
 
 #[test]
+fn a_kept_connection_that_does_not_answer_is_replaced_before_the_client_sees_it() {
+    let b = PgBastion::start();
+    let pool = || b.running.as_ref().unwrap().gateway.pg.pool.len();
+    let first = psql_lines(&b, "alice", ALICE_PW, &["select pg_backend_pid()"]);
+    let pid: i32 = first[0].parse().unwrap();
+    crate::harness::wait_until(
+        "the connection is back in the pool",
+        Duration::from_secs(10),
+        || pool() == 1,
+    );
+    // The kept backend stops answering, its TCP connection open (as when its host vanishes),
+    // until `_hung` is dropped (also when the test fails).
+    struct Hung(i32);
+    impl Hung {
+        fn signal(&self, sig: &str) -> (i32, String, String) {
+            run(Command::new("kill").args([sig, &self.0.to_string()]))
+        }
+    }
+    impl Drop for Hung {
+        fn drop(&mut self) {
+            self.signal("-CONT");
+        }
+    }
+    let hung = Hung(pid);
+    let (code, out, err) = hung.signal("-STOP");
+    assert_eq!(code, 0, "kill -STOP {pid}: {out}{err}");
+    let second = psql_lines(
+        &b,
+        "alice",
+        ALICE_PW,
+        &[
+            "select pg_backend_pid()",
+            "select name, ssn from users order by id limit 1",
+        ],
+    );
+    drop(hung);
+    assert_ne!(second[0], pid.to_string(), "the hung connection was used");
+    // The new connection read the masks: the session is as any other.
+    assert_eq!(second[1], "ann|****");
+    // The hung one is not put back.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(pool() <= 1);
+}
+
+#[test]
 fn a_target_with_pool_off_gets_a_new_connection_for_every_session() {
     let nora = Verifier::generate("nora-pw", 4096).unwrap().to_postgres();
     let b = PgBastion::start_full(
