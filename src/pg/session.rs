@@ -31,7 +31,7 @@ use crate::{
     config::directory::Target,
     daemon::Gateway,
     policy::{
-        mask::{self, FunctionRisk, MaskCatalog, Method, OutputTaint},
+        mask::{self, FunctionSource, MaskCatalog, Method, OutputTaint},
         sql, Action, Decision, Policy,
     },
     recording::{
@@ -2353,7 +2353,7 @@ async fn load_catalog(
         "n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg_toast%'";
     // The relations with their columns, the views' definitions and the functions: one round
     // trip (a new session waits for it).
-    let [rels, views, funcs] = simple_result_sets(
+    let [rels, views, funcs, ops] = simple_result_sets(
         up,
         [
             format!(
@@ -2366,9 +2366,22 @@ async fn load_catalog(
                 "select c.oid, pg_catalog.pg_get_viewdef(c.oid) from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
                  where c.relkind in ('v','m') and {SYSTEM}"
             ),
+            // The source of each function: `prosrc`, or for a SQL-standard body (`prosrc` is
+            // empty) its definition; for an aggregate the names of its support functions.
             format!(
-                "select n.nspname, p.proname, l.lanname, p.prosrc from pg_catalog.pg_proc p \
+                "select n.nspname, p.proname, case when p.prokind = 'a' then 'aggregate' else l.lanname end, \
+                 case when p.prokind = 'a' then (select pg_catalog.concat_ws(' ', a.aggtransfn, a.aggfinalfn, \
+                 a.aggcombinefn, a.aggserialfn, a.aggdeserialfn, a.aggmtransfn, a.aggminvtransfn, a.aggmfinalfn) \
+                 from pg_catalog.pg_aggregate a where a.aggfnoid = p.oid) \
+                 when p.prosrc = '' then pg_catalog.pg_get_functiondef(p.oid) else p.prosrc end \
+                 from pg_catalog.pg_proc p \
                  join pg_catalog.pg_namespace n on n.oid = p.pronamespace join pg_catalog.pg_language l on l.oid = p.prolang \
+                 where {SYSTEM}"
+            ),
+            // Operators implemented by user-defined functions.
+            format!(
+                "select o.oprname, p.proname from pg_catalog.pg_operator o \
+                 join pg_catalog.pg_proc p on p.oid = o.oprcode join pg_catalog.pg_namespace n on n.oid = p.pronamespace \
                  where {SYSTEM}"
             ),
         ],
@@ -2407,19 +2420,24 @@ async fn load_catalog(
         })
         .collect();
     let refs: Vec<(u32, &str)> = defs.iter().map(|(o, d)| (*o, d.as_str())).collect();
-    catalog.derive_view_masks(&refs);
-    for f in funcs {
-        let get = |i: usize| f.get(i).cloned().flatten().unwrap_or_default();
-        let (schema, name, lang, body) = (get(0), get(1), get(2), get(3).to_lowercase());
-        let reads = table_names.iter().any(|t| body.contains(&t.to_lowercase()))
-            || body.contains("execute")
-            || !matches!(lang.as_str(), "sql" | "plpgsql" | "c" | "internal");
-        let risk = if reads {
-            FunctionRisk::ReadsMasked
-        } else {
-            FunctionRisk::Opaque
-        };
-        catalog.add_function(&schema, &name, risk);
+    let get = |r: &Vec<Option<String>>, i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+    let functions: Vec<FunctionSource> = funcs
+        .iter()
+        .map(|f| FunctionSource {
+            schema: get(f, 0),
+            name: get(f, 1),
+            language: get(f, 2),
+            body: get(f, 3),
+        })
+        .collect();
+    let operators: Vec<(String, String)> = ops.iter().map(|o| (get(o, 0), get(o, 1))).collect();
+    // A view may call a function that reads masked data, and a function may read a view
+    // derived from masked columns: both grow until neither does.
+    loop {
+        catalog.derive_view_masks(&refs);
+        if !catalog.rate_functions(&functions, &operators) {
+            break;
+        }
     }
     Ok(catalog)
 }

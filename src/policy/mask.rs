@@ -53,9 +53,14 @@
 //!
 //! # Refused (see [`Refusal`]), when the catalog has masks
 //!
-//! * Calls of functions the catalog lists as [`FunctionRisk::ReadsMasked`] (anywhere), and of
+//! * Calls of functions the catalog lists as [`FunctionRisk::ReadsMasked`] (anywhere, also in
+//!   attribute notation `t.f` / `(t).f`, and through operators they implement), and of
 //!   [`FunctionRisk::Opaque`] ones in a statement that names a masked relation: their bodies can
-//!   read masked tables, or store and print their arguments, where vigil cannot see.
+//!   read masked tables, or store and print their arguments, where vigil cannot see. How
+//!   functions are rated: [`MaskCatalog::rate_functions`].
+//! * Installing or changing extensions, `ALTER FUNCTION`, languages, conversions, transforms,
+//!   operator classes, foreign servers, tables and user mappings: code or data the catalog read
+//!   at the session's start does not describe.
 //! * Built-in functions that run SQL given as text or read tables by name, the server's files or
 //!   raw pages (`query_to_xml`, `table_to_xml`, `cursor_to_xml`, `ts_stat`, `dblink`,
 //!   `pg_read_file`, pageinspect's `get_raw_page`, ...).
@@ -78,8 +83,9 @@
 //! * Row-selection oracles: WHERE/JOIN/GROUP BY/ORDER BY over masked columns, and
 //!   `count(...)`, reveal facts about masked values without outputting them.
 //! * Triggers, rules, column defaults and policies that already exist on the upstream, and
-//!   user-defined operators, casts and type I/O functions: the catalog names functions called by
-//!   name only.
+//!   user-defined casts and type I/O functions: the catalog names functions called by name (and
+//!   operators by the function behind them) only. Functions created on the upstream after the
+//!   session read its catalog (by another session) are unknown to it, and rated as built-ins.
 //! * A catalog that is stale or incomplete: relations it does not list are taken to have no
 //!   masked columns and are reported in [`OutputTaint::unknown_relations`] so the proxy can look
 //!   them up and ask again. Partitions and inheritance children must be listed with their own
@@ -215,6 +221,26 @@ pub enum FunctionRisk {
     ReadsMasked,
 }
 
+/// A user-defined function as the proxy read it from `pg_proc`, for
+/// [`MaskCatalog::rate_functions`].
+#[derive(Debug, Clone)]
+pub struct FunctionSource {
+    pub schema: String,
+    pub name: String,
+    /// `pg_language.lanname`, or `aggregate` for an aggregate.
+    pub language: String,
+    /// `prosrc`; a SQL-standard body (`RETURN ...`, `BEGIN ATOMIC`) as
+    /// `pg_get_functiondef` prints it; for an aggregate the names of its support functions.
+    pub body: String,
+}
+
+/// The identifiers of a (lower-cased) text: runs of letters, digits, `_` and `$`.
+fn words(text: &str) -> BTreeSet<&str> {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
 /// What the proxy resolved on the upstream for one session: configured masks, relations,
 /// user-defined functions. Build it with [`MaskCatalog::add_mask`], [`MaskCatalog::add_table`],
 /// [`MaskCatalog::add_view`] and [`MaskCatalog::derive_view_masks`], and
@@ -230,6 +256,8 @@ pub struct MaskCatalog {
     by_oid: HashMap<u32, usize>,
     by_name: HashMap<String, Vec<usize>>,
     functions: HashMap<String, FunctionRisk>,
+    /// User-defined operators by name, rated by the functions that implement them.
+    operators: HashMap<String, FunctionRisk>,
     /// `strongest()`, computed once (the proxy asks for every row); every method that changes
     /// a mask or a relation empties it.
     strongest: std::sync::OnceLock<Option<Method>>,
@@ -377,6 +405,93 @@ impl MaskCatalog {
     pub fn add_function(&mut self, _schema: &str, name: &str, risk: FunctionRisk) {
         let r = self.functions.entry(name.to_owned()).or_insert(risk);
         *r = (*r).max(risk);
+    }
+
+    /// Rates the user-defined functions from their sources (see [`FunctionSource`]) and the
+    /// user-defined operators by their functions. A function reads masked data
+    /// ([`FunctionRisk::ReadsMasked`]) when its body names a relation with masked columns
+    /// (tables and the views derived from them, so call this again after
+    /// [`MaskCatalog::derive_view_masks`]), runs dynamic SQL (`EXECUTE`), names a relation with a
+    /// Unicode escape (`U&"..."`), calls one of the built-in data readers or another function
+    /// rated so (to a fixpoint), or is written in a language vigil cannot read. A C or internal
+    /// function is rated by the symbol it runs: an alias of a data reader reads. Any other
+    /// function is [`FunctionRisk::Opaque`]. Ratings only grow; returns whether one did.
+    ///
+    /// What it cannot see: names built at run time without `EXECUTE` (in other languages they
+    /// already count as reads), a relation reached through a name that is not its own
+    /// (a synonym made by a `search_path` setting on the function is still the same name, but
+    /// an inheritance child or partition with an unrelated name is not), and what C code does
+    /// beyond the symbols listed as data readers.
+    pub fn rate_functions(
+        &mut self,
+        functions: &[FunctionSource],
+        operators: &[(String, String)],
+    ) -> bool {
+        let mut masked: BTreeSet<String> = self
+            .masks
+            .keys()
+            .map(|(_, t, _)| t.to_lowercase())
+            .collect();
+        masked.extend(
+            self.relations
+                .iter()
+                .filter(|r| r.strongest().is_some())
+                .map(|r| r.name.to_lowercase()),
+        );
+        let sources: Vec<(&FunctionSource, String, BTreeSet<&str>)> = functions
+            .iter()
+            .map(|f| (f, f.body.to_lowercase(), BTreeSet::new()))
+            .collect();
+        let sources: Vec<(&FunctionSource, &str, BTreeSet<&str>)> = sources
+            .iter()
+            .map(|(f, body, _)| (*f, body.as_str(), words(body)))
+            .collect();
+        let mut changed = false;
+        loop {
+            let mut grew = false;
+            for (f, body, words) in &sources {
+                let reads = match f.language.as_str() {
+                    "c" | "internal" => reads_data(body.trim()),
+                    "sql" | "plpgsql" | "aggregate" => {
+                        masked.iter().any(|t| body.contains(t.as_str()))
+                            || words.contains("execute")
+                            || body.contains("u&\"")
+                            || words.iter().any(|w| {
+                                DATA_READERS.contains(w)
+                                    || self.functions.get(*w) == Some(&FunctionRisk::ReadsMasked)
+                            })
+                    }
+                    _ => true,
+                };
+                let risk = if reads {
+                    FunctionRisk::ReadsMasked
+                } else {
+                    FunctionRisk::Opaque
+                };
+                if self
+                    .functions
+                    .get(f.name.as_str())
+                    .is_none_or(|r| *r < risk)
+                {
+                    self.add_function(&f.schema, &f.name, risk);
+                    grew = true;
+                }
+            }
+            if !grew {
+                break;
+            }
+            changed = true;
+        }
+        for (op, function) in operators {
+            let risk = self
+                .functions
+                .get(function.as_str())
+                .copied()
+                .unwrap_or(FunctionRisk::Opaque);
+            let r = self.operators.entry(op.clone()).or_insert(risk);
+            *r = (*r).max(risk);
+        }
+        changed
     }
 
     /// The mask for a RowDescription field whose origin is this table OID and attribute number.
@@ -690,6 +805,8 @@ pub enum Refusal {
     AnonymousCode,
     #[error("creating a {0} is not allowed while columns are masked: its code could read them")]
     CodeDefinition(&'static str),
+    #[error("{0} is not allowed while columns are masked: vigil cannot see what the code or data it brings in would read")]
+    NotWhileMasked(&'static str),
     #[error("this statement would copy masked data into {0}, where it would not be masked")]
     CopiesMasked(String),
     #[error("view {0} would show masked columns unmasked until vigil reloads its catalog")]
@@ -786,6 +903,26 @@ const DATA_READERS: &[&str] = &[
     "dblink_fetch",
     "dblink_send_query",
     "dblink_get_result",
+    // the values of a row picked by its key, as SQL text
+    "dblink_build_sql_insert",
+    "dblink_build_sql_update",
+    "dblink_build_sql_delete",
+    // ts_rewrite runs its second argument as a query; tablefunc's and xml2's run queries or
+    // read tables named by strings
+    "ts_rewrite",
+    "crosstab",
+    "crosstab2",
+    "crosstab3",
+    "crosstab4",
+    "connectby",
+    "xpath_table",
+    "pg_background_launch",
+    "pg_background_result",
+    // logical decoding: every row written since the slot's start, as text
+    "pg_logical_slot_get_changes",
+    "pg_logical_slot_peek_changes",
+    "pg_logical_slot_get_binary_changes",
+    "pg_logical_slot_peek_binary_changes",
     // pageinspect: raw table and index pages
     "get_raw_page",
     "heap_page_items",
@@ -795,6 +932,16 @@ const DATA_READERS: &[&str] = &[
     "brin_page_items",
     "gist_page_items",
 ];
+
+/// Whether calling a function of this name (the last part, lower case) reads data vigil cannot
+/// see: [`DATA_READERS`], and the functions the SQL policy takes as dynamic SQL
+/// ([`crate::policy::sql::DYNAMIC_FUNCTIONS`]).
+pub fn reads_data(name: &str) -> bool {
+    DATA_READERS.contains(&name)
+        || crate::policy::sql::DYNAMIC_FUNCTIONS
+            .iter()
+            .any(|(f, _)| *f == name)
+}
 
 /// Built-in functions that store or send their arguments somewhere a later statement (or the
 /// protocol) returns them unmasked.
@@ -1119,6 +1266,13 @@ fn analyze_stmt(cat: &MaskCatalog, stmt: &pb::Node) -> OutputTaint {
     };
     a.check_functions(&census.functions);
     if cat.has_masks() {
+        for op in &census.operators {
+            if cat.operators.get(op) == Some(&FunctionRisk::ReadsMasked) {
+                a.refuse(Refusal::OpaqueFunction(format!("operator {op}")));
+            }
+        }
+    }
+    if cat.has_masks() {
         if let Some((_, name)) = census
             .relations
             .iter()
@@ -1160,6 +1314,8 @@ struct Census {
     functions: Vec<Vec<String>>,
     /// (schema, name) of every relation named.
     relations: Vec<(Option<String>, String)>,
+    /// Every operator used (its name, without schema).
+    operators: Vec<String>,
 }
 
 impl Census {
@@ -1177,6 +1333,15 @@ impl Census {
                             .map(str::to_owned)
                             .collect(),
                     );
+                }
+                // A_Expr: an operator (`a ### b`, `OPERATOR(s.###)`, `a ### ANY (...)`).
+                if let (Some(Value::Array(names)), true) = (
+                    m.get("name"),
+                    m.contains_key("lexpr") && m.contains_key("rexpr") && m.contains_key("kind"),
+                ) {
+                    if let Some(op) = names.iter().filter_map(json_name).next_back() {
+                        self.operators.push(op.to_owned());
+                    }
                 }
                 // RangeVar, as a node or as a typed field (INSERT INTO, COPY, ...).
                 if let (Some(Value::String(rel)), true) =
@@ -1443,29 +1608,40 @@ impl Analyzer<'_> {
     }
 
     fn check_functions(&mut self, functions: &[Vec<String>]) {
+        for f in functions {
+            if let Some(name) = f.last() {
+                self.check_function(name);
+            }
+        }
+    }
+
+    /// A call of a function named `name` (any schema): refused when its body may read masked
+    /// data, or when it may store or emit masked arguments (see the module docs).
+    fn check_function(&mut self, name: &str) {
         if !self.cat.has_masks() {
             return;
         }
         let names_masked = self.fallback.is_masked();
-        for f in functions {
-            let Some(name) = f.last() else {
-                continue;
-            };
-            match self.cat.functions.get(name.as_str()) {
-                Some(FunctionRisk::ReadsMasked) => {
-                    self.refuse(Refusal::OpaqueFunction(name.clone()))
-                }
-                Some(FunctionRisk::Opaque) if names_masked => {
-                    self.refuse(Refusal::OpaqueFunction(name.clone()))
-                }
-                _ => {}
+        match self.cat.functions.get(name) {
+            Some(FunctionRisk::ReadsMasked) => self.refuse(Refusal::OpaqueFunction(name.into())),
+            Some(FunctionRisk::Opaque) if names_masked => {
+                self.refuse(Refusal::OpaqueFunction(name.into()))
             }
-            if DATA_READERS.contains(&name.as_str()) {
-                self.refuse(Refusal::DataReader(name.clone()));
-            }
-            if names_masked && SIDE_EFFECTS.contains(&name.as_str()) {
-                self.refuse(Refusal::SideEffect(name.clone()));
-            }
+            _ => {}
+        }
+        if reads_data(name) {
+            self.refuse(Refusal::DataReader(name.into()));
+        }
+        if names_masked && SIDE_EFFECTS.contains(&name) {
+            self.refuse(Refusal::SideEffect(name.into()));
+        }
+    }
+
+    /// `rel.name` or `(rel).name` where `name` is no column of `rel`: PostgreSQL calls the
+    /// function `name(rel)` (attribute notation), if there is one.
+    fn attribute_call(&mut self, name: &str) {
+        if self.cat.functions.contains_key(name) || reads_data(name) {
+            self.check_function(name);
         }
     }
 
@@ -1591,6 +1767,49 @@ impl Analyzer<'_> {
             }
             N::CreateCastStmt(_) if has_masks => {
                 self.refuse(Refusal::CodeDefinition("cast"));
+                Out::NoRows
+            }
+            // New or changed functions (extensions, languages, conversions, transforms,
+            // operator classes, a function's settings or owner rights) and foreign tables that
+            // may read the masked tables over a loopback server: the catalog vigil read at the
+            // session's start does not describe them.
+            N::CreateExtensionStmt(_)
+            | N::AlterExtensionStmt(_)
+            | N::AlterExtensionContentsStmt(_)
+                if has_masks =>
+            {
+                self.refuse(Refusal::NotWhileMasked(
+                    "installing or changing an extension",
+                ));
+                Out::NoRows
+            }
+            N::AlterFunctionStmt(_) if has_masks => {
+                self.refuse(Refusal::NotWhileMasked("ALTER FUNCTION"));
+                Out::NoRows
+            }
+            N::CreatePlangStmt(_)
+            | N::CreateConversionStmt(_)
+            | N::CreateTransformStmt(_)
+            | N::CreateOpClassStmt(_)
+            | N::AlterOpFamilyStmt(_)
+                if has_masks =>
+            {
+                self.refuse(Refusal::NotWhileMasked(
+                    "defining a language, conversion, transform or operator class",
+                ));
+                Out::NoRows
+            }
+            N::CreateForeignTableStmt(_)
+            | N::ImportForeignSchemaStmt(_)
+            | N::CreateForeignServerStmt(_)
+            | N::AlterForeignServerStmt(_)
+            | N::CreateUserMappingStmt(_)
+            | N::AlterUserMappingStmt(_)
+            | N::CreateFdwStmt(_)
+            | N::AlterFdwStmt(_)
+                if has_masks =>
+            {
+                self.refuse(Refusal::NotWhileMasked("defining foreign data access"));
                 Out::NoRows
             }
             N::RenameStmt(r) => {
@@ -2689,11 +2908,22 @@ impl Analyzer<'_> {
             if let [Field::Name(n)] = fields(c).as_slice() {
                 if !self.column_anywhere(n, scope) {
                     if let Some((it, level)) = find_item(scope, None, n) {
-                        let t = it.shape.find(field).unwrap_or_else(|| it.shape.whole());
+                        let t = match it.shape.find(field) {
+                            Some(t) => t,
+                            None => {
+                                let t = it.shape.whole();
+                                self.attribute_call(field);
+                                t
+                            }
+                        };
                         return self.note(level, t).max(subscripts);
                     }
                 }
             }
+        }
+        // `(value).name`: a field of a composite value, or the function `name(value)`.
+        for field in i.indirection.iter().filter_map(str_of) {
+            self.attribute_call(field);
         }
         self.opt(i.arg.as_deref(), scope).max(subscripts)
     }
@@ -2811,9 +3041,17 @@ impl Analyzer<'_> {
             None => it.shape.whole(),
             Some(c) => match it.shape.find(c) {
                 Some(t) => t,
-                None if !it.shape.complete => it.shape.rest,
-                // Not a column by the catalog: PostgreSQL would fail, or the catalog is stale.
-                None => it.shape.whole(),
+                None => {
+                    let t = if it.shape.complete {
+                        // Not a column by the catalog: PostgreSQL would fail, or the catalog
+                        // is stale.
+                        it.shape.whole()
+                    } else {
+                        it.shape.rest
+                    };
+                    self.attribute_call(c);
+                    t
+                }
             },
         };
         Some(self.note(level, t))
@@ -3494,5 +3732,80 @@ mod tests {
             out.refuse.is_some() || out.columns == Some(vec![m(R)]),
             "{out:?}"
         );
+    }
+
+    fn source(name: &str, language: &str, body: &str) -> FunctionSource {
+        FunctionSource {
+            schema: "public".into(),
+            name: name.into(),
+            language: language.into(),
+            body: body.into(),
+        }
+    }
+
+    #[test]
+    fn functions_are_rated_by_what_their_bodies_read_to_a_fixpoint() {
+        let mut c = catalog();
+        let functions = [
+            // Listed before the function it calls: the rating goes round until nothing grows.
+            source("outer_fn", "plpgsql", "begin return inner_fn($1); end"),
+            source(
+                "inner_fn",
+                "sql",
+                "select s from public.v_users where id = $1",
+            ),
+            source(
+                "reads_table",
+                "sql",
+                "select ssn from \"USERS\" where id = $1",
+            ),
+            source("escaped", "sql", "select ssn from U&\"\\0075sers\""),
+            source("dynamic", "plpgsql", "begin return query execute $1; end"),
+            source("texty", "sql", "select ts_rewrite($1, $2)"),
+            source("alias", "internal", "query_to_xml"),
+            source("harmless_c", "c", "pg_trgm_similarity"),
+            source("python", "plpython3u", "return 1"),
+            source("gather", "aggregate", "public.outer_fn -"),
+            source("plain", "sql", "select $1 + 1"),
+            // a word that only contains a reader's name
+            source("texty_not", "sql", "select my_ts_rewrite_table from orders"),
+        ];
+        let operators = [
+            ("###".to_string(), "inner_fn".to_string()),
+            ("+++".to_string(), "plain".to_string()),
+        ];
+        assert!(c.rate_functions(&functions, &operators));
+        let risk = |n: &str| c.functions.get(n).copied();
+        for n in [
+            "outer_fn",
+            "inner_fn",
+            "reads_table",
+            "escaped",
+            "dynamic",
+            "texty",
+            "alias",
+            "python",
+            "gather",
+        ] {
+            assert_eq!(risk(n), Some(FunctionRisk::ReadsMasked), "{n}");
+        }
+        for n in ["harmless_c", "plain", "texty_not"] {
+            assert_eq!(risk(n), Some(FunctionRisk::Opaque), "{n}");
+        }
+        // Nothing grows on a second pass.
+        assert!(!c.rate_functions(&functions, &operators));
+        // Operators are refused by their functions' rating, attribute notation calls functions.
+        let refused = |sql: &str| analyze_output(&c, sql).refuse.is_some();
+        assert!(refused("select 1 ### 2"));
+        assert!(!refused("select 1 +++ 2"));
+        assert!(refused("select o.outer_fn from orders o"));
+        assert!(refused("select (o).outer_fn from orders o"));
+        assert!(!refused("select o.total from orders o"));
+        assert!(refused("select ts_rewrite('a'::tsquery, 'select 1')"));
+        assert!(refused("create extension tablefunc"));
+        assert!(refused("alter function plain(int) security definer"));
+        assert!(refused(
+            "create foreign table f (ssn text) server loop options (table_name 'users')"
+        ));
     }
 }

@@ -611,6 +611,18 @@ fn direct_psql(b: &PgBastion, sql: &str) {
     assert_eq!(code, 0, "{sql}: {err}");
 }
 
+/// Runs `sql` on the target directly, as the superuser (over the Unix socket, trusted).
+fn superuser_psql(b: &PgBastion, sql: &str) {
+    let conninfo = format!(
+        "host={} port={} user=postgres dbname={DATABASE}",
+        b.server.dir.path().display(),
+        b.server.port
+    );
+    let (code, _, err) =
+        run(Command::new("psql").args([&conninfo, "-v", "ON_ERROR_STOP=1", "-qc", sql]));
+    assert_eq!(code, 0, "{sql}: {err}");
+}
+
 #[test]
 fn pgbench_runs_through_vigil_in_simple_and_prepared_modes() {
     let b = PgBastion::start();
@@ -1230,6 +1242,104 @@ fn a_name_the_target_kept_for_something_else_is_not_planned_as_vigil_last_saw_it
             "ReadyForQuery I"
         ]
     );
+}
+
+#[test]
+fn functions_that_read_masked_columns_where_vigil_cannot_look_are_refused() {
+    let b = PgBastion::start();
+    // Made on the target by its owner, as a DBA or a migration would.
+    direct_psql(
+        &b,
+        r#"create function std_ssn(int) returns text language sql
+             return (select ssn from public.users where id = $1);
+           create function atomic_ssn(int) returns text language sql
+             begin atomic select ssn from users where id = $1; end;
+           create function via_view(int) returns text language sql
+             as 'select s from v_users where id = $1';
+           create function wrapped(int) returns text language sql as 'select std_ssn($1)';
+           create function secret(o orders) returns text language sql
+             as 'select ssn from users where id = o.user_id';
+           create function escaped(int) returns text language sql
+             as $$select ssn from U&"\0075sers" where id = $1$$;
+           create function pick(acc text, id int) returns text language sql
+             as $$select coalesce(acc, '') || (select ssn from users u where u.id = pick.id)$$;
+           create aggregate gather(int) (sfunc = pick, stype = text);
+           create function peek(a int, b int) returns text language sql
+             as 'select ssn from users where id = a';
+           create operator ### (leftarg = int, rightarg = int, function = peek);
+           create view v_orders as select id, std_ssn(user_id) as s from orders;
+           create function clean(int) returns int language sql return $1 + 1;"#,
+    );
+    superuser_psql(
+        &b,
+        "create function alias_of_reader(text, bool, bool, text) returns xml language internal \
+           as 'query_to_xml'",
+    );
+    let conninfo = format!("{} password={ALICE_PW}", b.conninfo("alice"));
+    b.rt.block_on(async {
+        let client = connect(&conninfo).await;
+        for sql in [
+            // a SQL-standard body (prosrc is empty: the body is in prosqlbody)
+            "select std_ssn(1)",
+            "select atomic_ssn(1)",
+            // a body that reads a view derived from a masked column
+            "select via_view(1)",
+            // a function that calls one that reads
+            "select wrapped(1)",
+            // attribute notation calls secret(o)
+            "select o.secret from orders o",
+            "select (o).secret from orders o",
+            // a relation named with a Unicode escape
+            "select escaped(1)",
+            // an internal function that is a built-in data reader under another name
+            "select alias_of_reader('select ssn from users', true, false, '')",
+            // an aggregate whose transition function reads
+            "select gather(id) from orders",
+            // an operator whose function reads
+            "select 1 ### 1",
+            // built-ins that run SQL given as text
+            "select ts_rewrite('x'::tsquery, $$select 'x'::tsquery, ssn::tsquery from users$$)",
+            // new code vigil has not read
+            "create extension if not exists plpgsql",
+            "alter function clean(int) security definer",
+        ] {
+            let err = client.simple_query(sql).await.unwrap_err();
+            let message = assert_refused(&err);
+            // (ts_rewrite is also dynamic SQL to the deny rule of this config.)
+            assert!(
+                message.contains("mask") || message.contains("runs a query given as a string"),
+                "{sql}: {message}"
+            );
+        }
+        // A view that calls a reading function is masked as a whole.
+        let r = client
+            .query_one("select s from v_orders", &[])
+            .await
+            .unwrap();
+        assert_eq!(r.get::<_, Option<String>>(0).as_deref(), Some("****"));
+        // The benign twins: a function that reads nothing masked, an operator and an aggregate
+        // of the catalog.
+        // (An opaque function stays refused next to a masked table: it may store its
+        // arguments.)
+        let r = client
+            .query_one("select clean(1), 2 + 2", &[])
+            .await
+            .unwrap();
+        assert_eq!(r.get::<_, i32>(0), 2);
+        assert_eq!(r.get::<_, i32>(1), 4);
+        let r = client
+            .query_one("select string_agg(name, ',' order by id) from users", &[])
+            .await
+            .unwrap();
+        assert_eq!(r.get::<_, String>(0), "ann,bo");
+    });
+    // erin, to whom the masks do not apply, runs them.
+    let conninfo = format!("{} password={ERIN_PW}", b.conninfo("erin"));
+    b.rt.block_on(async {
+        let client = connect(&conninfo).await;
+        let r = client.query_one("select std_ssn(1)", &[]).await.unwrap();
+        assert_eq!(r.get::<_, String>(0), "123-45-6789");
+    });
 }
 
 #[test]
