@@ -279,10 +279,10 @@ impl Policy {
         let mut verdict: Option<Decision> = None;
         for statement in &analysis.statements {
             let mut decision: Option<Decision> = None;
-            for op in &statement.operations {
+            for part in statement.operations.iter().flat_map(aspects) {
                 let matching = rules
                     .iter()
-                    .filter(|(_, m)| m.matching(op).is_some())
+                    .filter(|(_, m)| m.matching(&part).is_some())
                     .map(|(r, _)| *r);
                 if let Some(rule) = strongest(matching) {
                     let d = rule.decision();
@@ -305,6 +305,35 @@ impl Policy {
         }
         verdict.unwrap_or_else(Decision::allow)
     }
+}
+
+/// An operation split into what it does, each decided on its own: its kinds grouped by their
+/// first word. `DROP` and `DROP TABLE` name one thing at two levels of detail (a priority
+/// allow of `DROP TABLE on scratch.*` overrides a deny of `DROP`), while `COPY t FROM PROGRAM`
+/// both runs a program and inserts, and `ALTER TABLE t DROP COLUMN c` both alters and drops:
+/// an allow of `INSERT on t` or `ALTER TABLE on t` does not cover the other part.
+fn aspects(op: &sql::Operation) -> Vec<sql::Operation> {
+    let first = |k: &str| k.split(' ').next().unwrap_or_default().to_owned();
+    let mut words: Vec<String> = op.kinds.iter().map(|k| first(k)).collect();
+    words.dedup();
+    if words.len() <= 1 {
+        return vec![op.clone()];
+    }
+    words.sort();
+    words.dedup();
+    words
+        .iter()
+        .map(|w| sql::Operation {
+            kinds: op
+                .kinds
+                .iter()
+                .filter(|k| first(k) == *w)
+                .cloned()
+                .collect(),
+            relation: op.relation.clone(),
+            without_where: op.without_where,
+        })
+        .collect()
 }
 
 /// The rule that wins among matching ones: highest priority, then deny > review > allow, then
@@ -476,6 +505,13 @@ sql = ["DROP TABLE on scratch.*"]
 action = "allow"
 
 [[rule]]
+name = "ledger-appends"
+priority = 10
+targets = ["appdb"]
+sql = ["INSERT on public.ledger", "ALTER TABLE on public.ledger"]
+action = "allow"
+
+[[rule]]
 name = "secrets"
 priority = 20
 targets = ["appdb"]
@@ -520,6 +556,12 @@ action = "deny"
             ),
             (&eng, "appdb", "INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET x = 2", Review, Some("writes-need-review")),
             (&eng, "appdb", "COPY t FROM STDIN", Review, Some("writes-need-review")),
+            // An allow covers the part of an operation it names, not what else it does.
+            (&eng, "appdb", "INSERT INTO public.ledger VALUES (1)", Allow, Some("ledger-appends")),
+            (&eng, "appdb", "ALTER TABLE public.ledger ADD COLUMN c int", Allow, Some("ledger-appends")),
+            (&eng, "appdb", "ALTER TABLE public.ledger DROP COLUMN c", Deny, Some("no-destructive-sql")),
+            (&eng, "appdb", "ALTER TABLE public.ledger ALTER COLUMN c TYPE text", Deny, Some("no-destructive-sql")),
+            (&eng, "appdb", "COPY public.ledger FROM STDIN", Allow, Some("ledger-appends")),
             (&eng, "appdb", "EXPLAIN DELETE FROM t", Allow, None),
             (&eng, "appdb", "EXPLAIN ANALYZE DELETE FROM t", Deny, Some("no-destructive-sql")),
             (&eng, "appdb", "PREPARE p AS DELETE FROM t", Deny, Some("no-destructive-sql")),

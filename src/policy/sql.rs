@@ -85,11 +85,19 @@
 //! compared with itself (`id = id`, `id >= id`, `x IS NOT DISTINCT FROM x`, true for every row
 //! where it is not null), and `AND`/`OR`/`NOT`/`IS TRUE` combinations of these (`WHERE x = 5 OR
 //! 1 = 1`). For `MERGE`, the `ON` condition and the action's `AND` condition must both be such.
-//! **Not detected** (these count as real conditions): conditions that hold for every row only
-//! given the data or the schema (`id > 0`, `id IS NOT NULL`, `created_at < now() + '1
-//! century'`), function calls (`coalesce(true)`), subqueries (`EXISTS (SELECT 1)`, `id IN
-//! (SELECT id FROM t)`), `CASE`, casts other than to boolean, numbers and text, string
-//! ordering, `WHERE CURRENT OF`, and a `MERGE ... WHEN NOT MATCHED BY SOURCE` action.
+//! A condition that names no column at all holds for every row or for none, so it counts as
+//! no condition too unless it is provably false: parameters (`WHERE $1`, decided before
+//! the value is bound), function calls (`coalesce(true)`, `now() > '2000-01-01'`), `IN`,
+//! `BETWEEN`, `LIKE`, casts, arithmetic and subqueries that name no column (`EXISTS (SELECT
+//! 1)`). A column type change (`ALTER TABLE ... ALTER COLUMN ... TYPE`,
+//! with or without `USING`) rewrites every row: it is also an `UPDATE without WHERE` of that
+//! table, and `INSERT ... SELECT ... FROM ... ON CONFLICT DO UPDATE` without a `WHERE` on its
+//! update may update every row it reads.
+//! **Not detected** (these count as real conditions): conditions that name a column and hold
+//! for every row only given the data, the schema or a parameter's value (`id > 0`, `id IS NOT
+//! NULL`, `created_at < now() + '1 century'`, `$1 IS NULL OR id = $1`), a column of a subquery
+//! that does not depend on the row (`id IN (SELECT id FROM t)`), a SQL function's parameter
+//! used by name (`WHERE flag`), and a `MERGE ... WHEN NOT MATCHED BY SOURCE` action.
 //! `TRUNCATE` is its own kind, not a `DELETE without WHERE`.
 //!
 //! # Opaque statements
@@ -191,8 +199,9 @@ pub struct Statement {
 /// One action of a statement on (at most) one relation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operation {
-    /// Upper-case kinds, all naming this same action (`COPY TO PROGRAM`, `COPY PROGRAM`,
-    /// `SELECT`).
+    /// Upper-case kinds: the action at several levels of detail (`DROP`, `DROP TABLE`) and
+    /// what else it does (`COPY TO PROGRAM`, `COPY PROGRAM`, `SELECT`). The policy decides
+    /// each first word apart (`policy::aspects`).
     pub kinds: Vec<String>,
     /// The relation it acts on, if any.
     pub relation: Option<Relation>,
@@ -221,6 +230,9 @@ pub enum Opaque {
     Body { why: String },
     /// A reference to one of [`DYNAMIC_FUNCTIONS`] (or `set_config` with a computed name).
     Function { name: String, why: &'static str },
+    /// `COPY ... PROGRAM` (runs a shell command as the server) or `COPY ... TO 'file'` (writes
+    /// a server file, such as its configuration).
+    ServerCopy { program: bool },
 }
 
 /// Why a query string cannot be analysed. Callers refuse it (fail closed).
@@ -435,6 +447,12 @@ impl fmt::Display for Opaque {
             ),
             Opaque::Body { why } => write!(f, "an SQL routine body cannot be analysed: {why}"),
             Opaque::Function { name, why } => write!(f, "{name}() {why}"),
+            Opaque::ServerCopy { program: true } => f.write_str(
+                "COPY ... PROGRAM runs a command on the database server that can do anything",
+            ),
+            Opaque::ServerCopy { program: false } => f.write_str(
+                "COPY ... TO a file writes a file on the database server (its configuration, say)",
+            ),
         }
     }
 }

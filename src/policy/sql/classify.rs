@@ -276,6 +276,12 @@ impl Walker {
             }),
             "DoStmt" => self.opaque.push(Opaque::Do),
             "CreateFunctionStmt" => self.routine(n),
+            "CopyStmt" if n.flag("is_program") => {
+                self.opaque.push(Opaque::ServerCopy { program: true })
+            }
+            "CopyStmt" if !n.flag("is_from") && !n.str("filename").is_empty() => {
+                self.opaque.push(Opaque::ServerCopy { program: false })
+            }
             _ => {}
         }
         let index = self.frames.len();
@@ -519,8 +525,36 @@ fn statement_kinds(n: &Node) -> Option<Vec<String>> {
         "AlterEventTrigStmt" => fixed("ALTER EVENT TRIGGER"),
         "CreatePolicyStmt" => fixed("CREATE POLICY"),
         "AlterPolicyStmt" => fixed("ALTER POLICY"),
-        "CreateRoleStmt" => fixed("CREATE ROLE"),
-        "AlterRoleStmt" | "AlterRoleSetStmt" => fixed("ALTER ROLE"),
+        // Role membership given the old ways (`CREATE ROLE x IN ROLE admin`, `ALTER GROUP admin
+        // ADD USER x`) is a GRANT; a role's default `role` or `session_authorization` is a
+        // SET ROLE (SET SESSION AUTHORIZATION) in each of its later sessions.
+        "CreateRoleStmt" | "AlterRoleStmt" => {
+            let mut kinds = vec![if n.kind == "CreateRoleStmt" {
+                "CREATE ROLE".to_owned()
+            } else {
+                "ALTER ROLE".to_owned()
+            }];
+            let members = n
+                .list("options")
+                .iter()
+                .filter_map(Value::as_node)
+                .any(|o| ["rolemembers", "addroleto", "adminmembers"].contains(&o.str("defname")));
+            let adds = n.kind == "CreateRoleStmt" || n.int("action") >= 0;
+            if members && adds {
+                kinds.push("GRANT".to_owned());
+            }
+            Some(kinds)
+        }
+        "AlterRoleSetStmt" => {
+            let mut kinds = vec!["ALTER ROLE".to_owned()];
+            if let Some(set) = n.node("setstmt") {
+                let name = set.str("name");
+                if ["role", "session_authorization"].contains(&name) {
+                    kinds.push(format!("SET {}", parameter_words(name)));
+                }
+            }
+            Some(kinds)
+        }
         "GrantStmt" | "GrantRoleStmt" => grant(),
         "AlterDefaultPrivilegesStmt" => fixed("ALTER DEFAULT PRIVILEGES"),
         "VariableSetStmt" => Some(set_kinds(n)),
@@ -671,11 +705,28 @@ fn extra_operations(n: &Node, target: Option<Relation>) -> Vec<Operation> {
             .into_iter()
             .collect(),
         "InsertStmt" => {
-            let updates = n
+            let Some(update) = n
                 .node("on_conflict_clause")
-                .is_some_and(|c| c.int("action") == OnConflictAction::OnconflictUpdate as i64);
-            if updates {
-                vec![op("UPDATE", false)]
+                .filter(|c| c.int("action") == OnConflictAction::OnconflictUpdate as i64)
+            else {
+                return Vec::new();
+            };
+            // Rows read from a relation (not a VALUES list) may conflict with every row.
+            let from_relation = n
+                .node("select_stmt")
+                .is_some_and(|s| s.has("from_clause") || s.has("larg"));
+            vec![op(
+                "UPDATE",
+                from_relation && truth::always_true(update.node("where_clause")),
+            )]
+        }
+        "AlterTableStmt" => {
+            let retypes = n.list("cmds").iter().filter_map(Value::as_node).any(|c| {
+                c.kind == "AlterTableCmd"
+                    && c.int("subtype") == AlterTableType::AtAlterColumnType as i64
+            });
+            if retypes {
+                vec![op("UPDATE", true)]
             } else {
                 Vec::new()
             }

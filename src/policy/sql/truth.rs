@@ -6,9 +6,29 @@ use pg_query::protobuf::{AExprKind, BoolExprType, BoolTestType, NullTestType};
 
 use super::tree::Node;
 
-/// True when there is no condition, or it is true whatever the row holds.
+/// True when there is no condition, it is true whatever the row holds, or it reads nothing of
+/// a row at all: then it holds for every row or for none (`WHERE $1`, `WHERE 1 IN (1)`,
+/// `WHERE now() > '2000-01-01'`), unless its value is known and not true (`WHERE 1 = 0`,
+/// `WHERE NULL`).
 pub(super) fn always_true(cond: Option<&Node>) -> bool {
-    cond.is_none_or(|c| fold(c).and_then(|v| truth(&v)) == Some(Some(true)))
+    cond.is_none_or(|c| {
+        let value = fold(c).and_then(|v| truth(&v));
+        value == Some(Some(true)) || (value.is_none() && !reads_a_row(c))
+    })
+}
+
+/// Whether an expression may depend on the row: it names a column (at any depth, in a
+/// subquery too, where vigil does not tell the row's columns from the subquery's own) or is
+/// `CURRENT OF` a cursor.
+fn reads_a_row(n: &Node) -> bool {
+    fn value(v: &super::tree::Value) -> bool {
+        match v {
+            super::tree::Value::Node(n) => reads_a_row(n),
+            super::tree::Value::List(items) => items.iter().any(value),
+            _ => false,
+        }
+    }
+    matches!(n.kind, "ColumnRef" | "CurrentOfExpr") || n.fields.iter().any(|(_, v)| value(v))
 }
 
 /// A constant value: `Null`, a boolean, a number, or a string literal (PostgreSQL's "unknown"
