@@ -54,6 +54,9 @@ struct Decided {
     /// The string can free a prepared statement's name (DEALLOCATE, DISCARD), so that a SQL
     /// PREPARE may put other SQL behind a name vigil saw parsed; or it cannot be classified.
     frees: bool,
+    /// It names a relation outside the system schemas that the catalog does not list (made
+    /// since the catalog was read, perhaps a view over masked columns).
+    unknown: bool,
 }
 
 /// A decision cached by a statement string's shape, with each statement's place in the shape's
@@ -120,6 +123,13 @@ const WITHHELD_ERROR: &str =
     "vigil: the error message was withheld: the statement reads masked columns";
 /// How long reading the target's catalog may take.
 const CATALOG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The catalog is read again before a statement of an idle session once it is this old:
+/// views and functions made on the target by others since (a DBA, a migration) are then
+/// rated like those it saw at the start.
+const CATALOG_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+/// ... and at once (but not more often than this) when a statement names a relation the
+/// catalog does not list.
+const CATALOG_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 /// PostgreSQL's first OID for user objects; below it are the system catalogs.
 const FIRST_NORMAL_OID: u32 = 16384;
 /// Decisions remembered per session, by statement text.
@@ -338,6 +348,7 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         status: TransactionStatus::Idle,
         audit: session_audit.clone(),
         catalog_stale: false,
+        catalog_read: Instant::now(),
         executes: 0,
         skipping: false,
         copy_in: false,
@@ -567,6 +578,8 @@ struct Relay {
     status: TransactionStatus,
     audit: AuditEvent,
     catalog_stale: bool,
+    /// When the catalog was read.
+    catalog_read: Instant,
     /// Executes so far: pairs each Execute with vigil's Describe before it.
     executes: u64,
     /// The target failed an extended-protocol message and discards everything up to the next
@@ -764,7 +777,14 @@ impl Relay {
         to_client: &mut BytesMut,
     ) -> Result<(), String> {
         self.follow_reload_or_end(up, to_client).await?;
-        let mut pre = self.hold(&m, out, client, up).await;
+        let mut pre = self.hold(&m, out, client, up).await.inspect_err(|_| {
+            to_client.extend_from_slice(&backend::error_response(
+                Severity::Fatal,
+                "XX000",
+                "vigil: cannot re-read the masked columns; the session is closed",
+                None,
+            ))
+        })?;
         let waited = pre
             .as_ref()
             .is_some_and(|d| d.decision.action == Action::Review);
@@ -801,14 +821,23 @@ impl Relay {
         out: &mut WriteHalf<Box<dyn ClientStream>>,
         client: &mut FramedRead<ReadHalf<Box<dyn ClientStream>>, FrontendCodec>,
         up: &mut Up,
-    ) -> Option<Decided> {
+    ) -> Result<Option<Decided>, String> {
         let text = match m {
             Frontend::Query { sql, .. } | Frontend::Parse { sql, .. } if !self.skipping => sql,
-            _ => return None,
+            _ => return Ok(None),
         };
-        let decided = self.decide(text);
+        let mut decided = self.decide(text);
+        // A catalog that may be behind the target is read again first, when the session
+        // is idle (inside a transaction vigil cannot run its own queries).
+        if self.catalog.has_masks() && self.idle() {
+            let age = self.catalog_read.elapsed();
+            if age >= CATALOG_MAX_AGE || (decided.unknown && age >= CATALOG_MIN_AGE) {
+                self.reload_catalog(up).await?;
+                decided = self.decide(text);
+            }
+        }
         if decided.decision.action != Action::Review {
-            return Some(decided);
+            return Ok(Some(decided));
         }
         // (A target that went away shows when the message itself is sent.)
         let _ = up.flush().await;
@@ -837,7 +866,7 @@ impl Relay {
         };
         let outcome = holder.hold(text, d, out, gone).await;
         self.reviewed = Some((text.clone(), outcome));
-        Some(decided)
+        Ok(Some(decided))
     }
 
     /// The decision for `sql_text` with a held statement's approval outcome applied; a review
@@ -978,12 +1007,16 @@ impl Relay {
             }),
             Err(_) => true,
         };
+        let unknown = taints
+            .iter()
+            .any(|t| t.unknown_relations.iter().any(|r| !system_relation(r)));
         let entry = Decided {
             decision,
             taints: Arc::new(taints),
             texts: Arc::new(statement_texts(sql_text, &spans, |o| o)),
             renames,
             frees,
+            unknown,
         };
         if self.cache.len() + self.shapes.len() >= DECISION_CACHE || self.catalog_stale {
             self.cache.clear();
@@ -2081,6 +2114,7 @@ impl Relay {
     /// failure ends the session: masking on a stale catalog could pass a new view unmasked.
     async fn reload_catalog(&mut self, up: &mut Up) -> Result<(), String> {
         self.catalog_stale = false;
+        self.catalog_read = Instant::now();
         let config = self.gw.config();
         let c = tokio::time::timeout(
             CATALOG_TIMEOUT,
@@ -2204,6 +2238,21 @@ fn reads_text_differently(name: &str, value: &str) -> bool {
 
 /// The key of a SQL cursor's columns in `Relay::sql_prepared` (whose other keys are SQL
 /// PREPARE names): no identifier holds a NUL, so no prepared statement's name can be it.
+/// A relation of the system schemas (`pg_catalog.pg_class`, `information_schema.tables`, or
+/// unqualified `pg_...`, which PostgreSQL reserves), as `OutputTaint::unknown_relations`
+/// names it: the catalog does not list these, and they are not made by others in a session's
+/// lifetime.
+fn system_relation(label: &str) -> bool {
+    match label.split_once('.') {
+        Some((schema, _)) => {
+            schema == "pg_catalog"
+                || schema == "information_schema"
+                || schema.starts_with("pg_toast")
+        }
+        None => label.starts_with("pg_"),
+    }
+}
+
 fn cursor_key(name: &str) -> String {
     format!("\0cursor {name}")
 }

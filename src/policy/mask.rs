@@ -85,7 +85,8 @@
 //! * Triggers, rules, column defaults and policies that already exist on the upstream, and
 //!   user-defined casts and type I/O functions: the catalog names functions called by name (and
 //!   operators by the function behind them) only. Functions created on the upstream after the
-//!   session read its catalog (by another session) are unknown to it, and rated as built-ins.
+//!   proxy read its catalog (by another session) are rated as built-ins until it reads it again
+//!   (the proxy does so between transactions once the catalog is a minute old).
 //! * A catalog that is stale or incomplete: relations it does not list are taken to have no
 //!   masked columns and are reported in [`OutputTaint::unknown_relations`] so the proxy can look
 //!   them up and ask again. Partitions and inheritance children must be listed with their own

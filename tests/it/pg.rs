@@ -1245,6 +1245,50 @@ fn a_name_the_target_kept_for_something_else_is_not_planned_as_vigil_last_saw_it
 }
 
 #[test]
+fn a_view_made_on_the_target_during_a_session_is_masked_in_it() {
+    let b = PgBastion::start();
+    let conninfo = format!("{} password={ALICE_PW}", b.conninfo("alice"));
+    b.rt.block_on(async {
+        let client = connect(&conninfo).await;
+        let r = client
+            .query_one("select count(*) from users", &[])
+            .await
+            .unwrap();
+        assert_eq!(r.get::<_, i64>(0), 2);
+        // A DBA makes a view over the masked column while alice's session is open.
+        direct_psql(
+            &b,
+            "create view late_report as select name, upper(ssn) as code from users",
+        );
+        // (The catalog is read again at most once a second for a relation it does not list.)
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        for sql in [
+            "select code from late_report where name = 'ann'",
+            "select * from late_report where name = 'ann'",
+        ] {
+            let rows = client.simple_query(sql).await.unwrap();
+            let values: Vec<String> = rows
+                .iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                        (0..r.len())
+                            .map(|i| r.get(i).unwrap_or("").to_string())
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .collect::<Vec<Vec<String>>>()
+                .concat();
+            assert!(
+                !values.iter().any(|v| v.contains("123-45-6789")),
+                "{sql}: {values:?}"
+            );
+            assert!(values.iter().any(|v| v == "****"), "{sql}: {values:?}");
+        }
+    });
+}
+
+#[test]
 fn functions_that_read_masked_columns_where_vigil_cannot_look_are_refused() {
     let b = PgBastion::start();
     // Made on the target by its owner, as a DBA or a migration would.
