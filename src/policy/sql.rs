@@ -30,7 +30,11 @@
 //!   payroll.*` also refuses `SELECT * FROM orders`: qualify names in statements, or leave the
 //!   schema out of a pattern where the name alone is specific enough. Likewise deny and review
 //!   rules compare names without regard to case (`"Users"` matches `users`), allow rules as
-//!   PostgreSQL does (unquoted names are lower-case).
+//!   PostgreSQL does (unquoted names are lower-case). A statement on a whole schema (`DROP
+//!   SCHEMA s`, `ALTER SCHEMA s RENAME`, `ALTER SCHEMA s OWNER`, `GRANT ... ON ALL TABLES IN
+//!   SCHEMA s`) acts on every relation in it, and `DROP OWNED` / `REASSIGN OWNED` on every
+//!   relation of every schema: deny and review rules on any of them match, and an allow rule
+//!   covers them only with a pattern that matches every name there (`s.*`).
 //!
 //! Examples: `DROP`, `TRUNCATE`, `DELETE without WHERE`, `UPDATE without WHERE`, `INSERT`,
 //! `COPY PROGRAM`, `ALTER SYSTEM`, `GRANT`, `CREATE FUNCTION`, `DELETE on public.users`,
@@ -214,6 +218,9 @@ pub struct Operation {
 pub struct Relation {
     /// `None` when written without a schema.
     pub schema: Option<String>,
+    /// Empty (no relation has an empty name) for every relation of the schema, or of any
+    /// schema when `schema` is `None` as well: `DROP SCHEMA s`, `ALTER SCHEMA s RENAME`,
+    /// `DROP OWNED`.
     pub name: String,
 }
 
@@ -419,13 +426,39 @@ impl Relation {
             name: name.to_owned(),
         }
     }
+
+    /// Every relation of schema `name`.
+    fn schema(name: &str) -> Relation {
+        Relation {
+            schema: Some(name.to_owned()),
+            name: String::new(),
+        }
+    }
+
+    /// Every relation of every schema.
+    fn any() -> Relation {
+        Relation {
+            schema: None,
+            name: String::new(),
+        }
+    }
+
+    /// Stands for every relation of its schema (or of all).
+    pub fn is_whole_schema(&self) -> bool {
+        self.name.is_empty()
+    }
 }
 
 impl fmt::Display for Relation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = if self.is_whole_schema() {
+            "*"
+        } else {
+            &self.name
+        };
         match &self.schema {
-            Some(s) => write!(f, "{s}.{}", self.name),
-            None => f.write_str(&self.name),
+            Some(s) => write!(f, "{s}.{name}"),
+            None => f.write_str(name),
         }
     }
 }

@@ -12,7 +12,8 @@
 use std::ops::Range;
 
 use pg_query::protobuf::{
-    AlterTableType, CmdType, ObjectType, OnConflictAction, TransactionStmtKind, VariableSetKind,
+    AlterTableType, CmdType, GrantTargetType, ObjectType, OnConflictAction, TransactionStmtKind,
+    VariableSetKind,
 };
 
 use super::tree::{Node, Value};
@@ -758,6 +759,30 @@ fn extra_operations(n: &Node, target: Option<Relation>) -> Vec<Operation> {
 /// Relations that a statement names by a list of names rather than a `RangeVar`
 /// (`DROP TABLE a, s.b`, `DROP TRIGGER t ON s.b`, `COMMENT ON TABLE s.b`).
 fn object_relations(n: &Node) -> Vec<Relation> {
+    let names = |objects: &[Value]| -> Vec<Relation> {
+        objects
+            .iter()
+            .filter_map(|o| o.as_node().and_then(Node::sval))
+            .map(Relation::schema)
+            .collect()
+    };
+    // Statements on whole schemas act on every relation in them; DROP OWNED and REASSIGN
+    // OWNED on every relation a role owns, in any schema.
+    let schema = ObjectType::ObjectSchema as i64;
+    match n.kind {
+        "DropStmt" if n.int("remove_type") == schema => return names(n.list("objects")),
+        "RenameStmt" if n.int("rename_type") == schema => {
+            return vec![Relation::schema(n.str("subname"))]
+        }
+        "AlterOwnerStmt" if n.int("object_type") == schema => {
+            return names(std::slice::from_ref(n.get("object")))
+        }
+        "GrantStmt" if n.int("targtype") == GrantTargetType::AclTargetAllInSchema as i64 => {
+            return names(n.list("objects"))
+        }
+        "DropOwnedStmt" | "ReassignOwnedStmt" => return vec![Relation::any()],
+        _ => {}
+    }
     let (type_field, objects) = match n.kind {
         "DropStmt" => ("remove_type", n.list("objects")),
         "CommentStmt" | "SecLabelStmt" | "AlterExtensionContentsStmt" => {

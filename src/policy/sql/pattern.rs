@@ -276,7 +276,10 @@ impl RelationPattern {
             // Unqualified in the statement: the search_path decides which schema it is in.
             (Some(_), None) => mode == MatchMode::Restrict,
         };
-        schema && self.name.matches(&rel.name, mode)
+        // A whole schema holds this relation, as far as a deny or review rule can tell; an
+        // allow rule covers it only with a name pattern that matches every name (`s.*`).
+        let whole = rel.is_whole_schema() && mode == MatchMode::Restrict;
+        schema && (whole || self.name.matches(&rel.name, mode))
     }
 }
 

@@ -92,6 +92,19 @@ const CLASSIFIED: &[(&str, &str)] = &[
     ("CREATE ROLE x LOGIN", "CREATE ROLE"),
     ("ALTER ROLE CURRENT_USER SET role = 'admin'", "ALTER ROLE+SET ROLE"),
     ("ALTER ROLE CURRENT_USER SET work_mem = '1MB'", "ALTER ROLE"),
+    // Whole schemas: every relation in them.
+    ("ALTER SCHEMA secrets RENAME TO s2", "ALTER SCHEMA on secrets.*"),
+    (
+        "DROP SCHEMA secrets, other CASCADE",
+        "DROP SCHEMA on secrets.*; DROP SCHEMA on other.*",
+    ),
+    ("ALTER SCHEMA secrets OWNER TO bob", "ALTER SCHEMA on secrets.*"),
+    (
+        "GRANT SELECT ON ALL TABLES IN SCHEMA secrets TO bob",
+        "GRANT on secrets.*",
+    ),
+    ("DROP OWNED BY bob", "DROP OWNED on *"),
+    ("REASSIGN OWNED BY bob TO alice", "REASSIGN OWNED on *"),
     // Server files.
     (
         "COPY (SELECT 1) TO '/tmp/x'",
@@ -247,7 +260,7 @@ const CLASSIFIED: &[(&str, &str)] = &[
     ("GRANT admin TO bob", "GRANT"),
     ("DROP TABLE a, s.b", "DROP TABLE on a; DROP TABLE on s.b"),
     ("DROP TRIGGER tr ON s.t", "DROP TRIGGER on s.t"),
-    ("DROP SCHEMA s CASCADE", "DROP SCHEMA"),
+    ("DROP SCHEMA s CASCADE", "DROP SCHEMA on s.*"),
     ("DROP DATABASE d", "DROP DATABASE"),
     ("DROP USER bob", "DROP ROLE"),
     ("ALTER TABLE t DROP COLUMN c", "ALTER TABLE+DROP COLUMN on t"),
@@ -501,6 +514,35 @@ fn patterns_match_operations() {
         ("DELETE on Ärzte", Restrict, "DELETE FROM Ärzte", true),
         ("DELETE on Ärzte", Restrict, "DELETE FROM \"ärzte\"", true),
         ("DELETE on Ärzte", Permit, "DELETE FROM Ärzte", true),
+        // A statement on a whole schema touches every relation in it.
+        (
+            "* on secrets.keys",
+            Restrict,
+            "ALTER SCHEMA secrets RENAME TO s2",
+            true,
+        ),
+        (
+            "* on secrets.keys",
+            Restrict,
+            "DROP SCHEMA secrets CASCADE",
+            true,
+        ),
+        (
+            "* on secrets.keys",
+            Restrict,
+            "DROP SCHEMA other CASCADE",
+            false,
+        ),
+        ("* on secrets.keys", Restrict, "DROP OWNED BY bob", true),
+        (
+            "* on keys",
+            Restrict,
+            "GRANT SELECT ON ALL TABLES IN SCHEMA s TO bob",
+            true,
+        ),
+        ("DROP on scratch.*", Permit, "DROP SCHEMA scratch", true),
+        ("DROP on scratch.t", Permit, "DROP SCHEMA scratch", false),
+        ("DROP on scratch.*", Permit, "DROP OWNED BY bob", false),
         ("DROP", Restrict, "drop schema s cascade", true),
         ("DROP", Restrict, "ALTER TABLE t DROP COLUMN c", true),
         ("DROP", Restrict, "CREATE TABLE t ()", false),
