@@ -57,6 +57,9 @@ struct Decided {
     /// It names a relation outside the system schemas that the catalog does not list (made
     /// since the catalog was read, perhaps a view over masked columns).
     unknown: bool,
+    /// It deletes or updates under a condition that may read parameters: a Bind decides it
+    /// again with the values (`Relay::bound_refusal`).
+    param_where: bool,
 }
 
 /// A decision cached by a statement string's shape, with each statement's place in the shape's
@@ -530,6 +533,8 @@ struct Prepared {
     /// The Parse went to the target as it was (not refused): only such a statement can be
     /// allowed by a later decision.
     prepared: bool,
+    /// `Decided::param_where`.
+    param_where: bool,
 }
 
 /// What a Bind made: the statement behind the portal. Its columns come from vigil's Describe
@@ -1010,6 +1015,14 @@ impl Relay {
         let unknown = taints
             .iter()
             .any(|t| t.unknown_relations.iter().any(|r| !system_relation(r)));
+        let param_where = sql_text.contains('$')
+            && analysis.as_ref().is_ok_and(|a| {
+                a.statements.iter().any(|st| {
+                    st.operations.iter().any(|op| {
+                        !op.without_where && op.kinds.iter().any(|k| k == "DELETE" || k == "UPDATE")
+                    })
+                })
+            });
         let entry = Decided {
             decision,
             taints: Arc::new(taints),
@@ -1017,6 +1030,7 @@ impl Relay {
             renames,
             frees,
             unknown,
+            param_where,
         };
         if self.cache.len() + self.shapes.len() >= DECISION_CACHE || self.catalog_stale {
             self.cache.clear();
@@ -1338,6 +1352,7 @@ impl Relay {
                     taints,
                     renames,
                     frees,
+                    param_where,
                     ..
                 } = self.reviewed(&text, decided);
                 if held && d.action == Action::Allow {
@@ -1371,6 +1386,7 @@ impl Relay {
                         prepared: d.action == Action::Allow,
                         decision: d,
                         reloads: self.reloads,
+                        param_where,
                     },
                 );
             }
@@ -1397,13 +1413,16 @@ impl Relay {
                     Some((_, _, d)) if d.action != Action::Allow => Some("the policy does not allow this prepared statement (it was refused when prepared, or the config was reloaded since)"),
                     Some(_) => None,
                 };
+                let refusal = refusal
+                    .map(str::to_owned)
+                    .or_else(|| self.bound_refusal(&statement, &params, &param_formats));
                 let (sql_text, taints, decision) = match (bound, refusal) {
                     (Some(b), None) => b,
                     (bound, why) => {
                         let d = Decision {
                             action: Action::Deny,
                             rule: None,
-                            message: why.unwrap_or_default().into(),
+                            message: why.unwrap_or_default(),
                             approvers: Vec::new(),
                             incomplete: false,
                         };
@@ -1422,14 +1441,7 @@ impl Relay {
                     params
                         .iter()
                         .enumerate()
-                        .map(|(i, v)| {
-                            let binary = match param_formats.len() {
-                                0 => false,
-                                1 => param_formats.first() == Some(&1),
-                                _ => param_formats.get(i) == Some(&1),
-                            };
-                            v.as_ref().map(|b| show(b, binary))
-                        })
+                        .map(|(i, v)| v.as_ref().map(|b| show(b, binary_param(&param_formats, i))))
                         .collect(),
                 );
                 self.portals.insert(
@@ -1571,6 +1583,44 @@ impl Relay {
             Frontend::Terminate { .. } => {}
         }
         Ok(())
+    }
+
+    /// A prepared DELETE or UPDATE whose condition may read parameters, decided again with the
+    /// values this Bind gives (NULLs, and text-format values; a binary value is not read and
+    /// stays a parameter): why it may not run with them, if so. A deny with them
+    /// refuses; so does a review, unless the statement was approved as it is.
+    fn bound_refusal(
+        &self,
+        name: &str,
+        params: &[Option<Bytes>],
+        formats: &[i16],
+    ) -> Option<String> {
+        let p = self.statements.get(name).filter(|p| p.param_where)?;
+        let values = params
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                None => sql::BoundValue::Null,
+                Some(_) if binary_param(formats, i) => sql::BoundValue::Opaque,
+                Some(b) => {
+                    std::str::from_utf8(b).map_or(sql::BoundValue::Opaque, sql::BoundValue::Text)
+                }
+            })
+            .collect::<Vec<_>>();
+        let text = sql::bind_literals(&p.sql, &values)?;
+        let analysis = sql::analyze(&text).ok()?;
+        let d = self
+            .policy
+            .check_sql(&self.roles, &self.target, Ok(&analysis));
+        let approved = self.approved_once.contains_key(name);
+        match d.action {
+            Action::Deny => Some(format!("with the values bound: {}", d.message)),
+            Action::Review if !approved => Some(format!(
+                "with the values bound this statement needs approval ({}); send it with the values written into it to ask",
+                d.message
+            )),
+            _ => None,
+        }
     }
 
     /// Remembers the columns of SQL-level PREPARE statements for their EXECUTE.
@@ -2250,6 +2300,15 @@ fn system_relation(label: &str) -> bool {
                 || schema.starts_with("pg_toast")
         }
         None => label.starts_with("pg_"),
+    }
+}
+
+/// Whether a Bind's parameter `i` is in binary format: one format code for all, or one each.
+fn binary_param(formats: &[i16], i: usize) -> bool {
+    match formats {
+        [] => false,
+        [one] => *one == 1,
+        _ => formats.get(i) == Some(&1),
     }
 }
 

@@ -99,10 +99,13 @@
 //! update may update every row it reads.
 //! **Not detected** (these count as real conditions): conditions that name a column and hold
 //! for every row only given the data, the schema or a parameter's value (`id > 0`, `id IS NOT
-//! NULL`, `created_at < now() + '1 century'`, `$1 IS NULL OR id = $1`), a column of a subquery
+//! NULL`, `created_at < now() + '1 century'`), a column of a subquery
 //! that does not depend on the row (`id IN (SELECT id FROM t)`), a SQL function's parameter
 //! used by name (`WHERE flag`), and a `MERGE ... WHEN NOT MATCHED BY SOURCE` action.
-//! `TRUNCATE` is its own kind, not a `DELETE without WHERE`.
+//! `TRUNCATE` is its own kind, not a `DELETE without WHERE`. A prepared `DELETE` or `UPDATE`
+//! whose condition reads parameters is decided again at each Bind with the values written in
+//! ([`bind_literals`]): `WHERE $1 IS NULL OR id = $1` bound to NULL spares no row. Values sent
+//! in binary format are not read (only whether they are NULL).
 //!
 //! # Opaque statements
 //!
@@ -325,6 +328,48 @@ fn prescan(sql: &str) -> Result<Vec<Range<usize>>, SqlError> {
 }
 
 /// Parses a query string with libpg_query, after [`precheck`]'s checks.
+/// A parameter value as a Bind gives it, for [`bind_literals`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoundValue<'a> {
+    Null,
+    /// In text format.
+    Text(&'a str),
+    /// In binary format, or not UTF-8: not NULL, and left as the parameter it is.
+    Opaque,
+}
+
+/// `sql` with its parameters (`$1`, `$2`, ...) written in as literals, so that the policy can
+/// decide a prepared statement again with the values a Bind gives it (`WHERE $1 IS NULL OR id
+/// = $1` with NULL spares no row). `values[i]` is parameter `i + 1`; a text value longer than
+/// 1 KiB is written as a short stand-in. `None` when the text does not scan or names a
+/// parameter without a value.
+pub fn bind_literals(sql: &str, values: &[BoundValue<'_>]) -> Option<String> {
+    let scan = pg_query::scan(sql).ok()?;
+    let mut out = String::with_capacity(sql.len() + 8 * values.len());
+    let mut from = 0;
+    for t in &scan.tokens {
+        if t.token != pg_query::protobuf::Token::Param as i32 {
+            continue;
+        }
+        let start = usize::try_from(t.start).ok()?;
+        let end = usize::try_from(t.end).ok()?;
+        let n: usize = sql.get(start + 1..end)?.parse().ok()?;
+        let literal = match values.get(n.checked_sub(1)?)? {
+            BoundValue::Opaque => continue,
+            BoundValue::Null => "NULL".to_owned(),
+            BoundValue::Text(v) => {
+                let v = if v.len() > 1024 { "(long value)" } else { v };
+                format!("'{}'", v.replace('\'', "''"))
+            }
+        };
+        out.push_str(sql.get(from..start)?);
+        out.push_str(&literal);
+        from = end;
+    }
+    out.push_str(sql.get(from..)?);
+    Some(out)
+}
+
 pub fn parse(sql: &str) -> Result<Parsed, SqlError> {
     let numbers = prescan(sql)?;
     let result = pg_query::parse(sql).map_err(|e| match e {

@@ -1289,6 +1289,35 @@ fn a_view_made_on_the_target_during_a_session_is_masked_in_it() {
 }
 
 #[test]
+fn a_prepared_delete_is_decided_again_with_the_values_bound() {
+    let b = PgBastion::start();
+    let conninfo = format!("{} password={ALICE_PW}", b.conninfo("alice"));
+    b.rt.block_on(async {
+        let client = connect(&conninfo).await;
+        client
+            .batch_execute("insert into orders select g, 1, 1.0 from generate_series(100, 104) g")
+            .await
+            .unwrap();
+        let delete = client
+            .prepare("delete from orders where ($1::int is null or id = $1)")
+            .await
+            .unwrap();
+        // NULL makes the condition true for every row: a DELETE without WHERE, denied.
+        let err = client.execute(&delete, &[&None::<i32>]).await.unwrap_err();
+        let message = assert_refused(&err);
+        assert!(message.contains("with the values bound"), "{message}");
+        let r = client
+            .query_one("select count(*) from orders", &[])
+            .await
+            .unwrap();
+        assert_eq!(r.get::<_, i64>(0), 6, "rows were deleted");
+        // The benign twin: a value picks one row.
+        let n = client.execute(&delete, &[&Some(100i32)]).await.unwrap();
+        assert_eq!(n, 1);
+    });
+}
+
+#[test]
 fn functions_that_read_masked_columns_where_vigil_cannot_look_are_refused() {
     let b = PgBastion::start();
     // Made on the target by its owner, as a DBA or a migration would.

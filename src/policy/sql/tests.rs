@@ -841,3 +841,31 @@ fn the_example_config_patterns_parse() {
         assert!(SqlPattern::parse(p).is_ok(), "{p}");
     }
 }
+
+#[test]
+fn bound_values_are_written_in_where_the_parameters_are() {
+    use BoundValue::{Null, Opaque, Text};
+    let sql =
+        "DELETE FROM t WHERE ($1::int IS NULL OR id = $1) AND note <> '$2' /* $2 */ AND x = $2";
+    assert_eq!(
+        bind_literals(sql, &[Null, Text("it's")]).as_deref(),
+        Some("DELETE FROM t WHERE (NULL::int IS NULL OR id = NULL) AND note <> '$2' /* $2 */ AND x = 'it''s'")
+    );
+    assert_eq!(
+        bind_literals(sql, &[Opaque, Text("a")]).as_deref(),
+        Some("DELETE FROM t WHERE ($1::int IS NULL OR id = $1) AND note <> '$2' /* $2 */ AND x = 'a'")
+    );
+    // A parameter without a value: nothing to decide with.
+    assert_eq!(bind_literals(sql, &[Null]), None);
+    // With NULL the condition spares no row; with a value it is a real condition.
+    let cond = "DELETE FROM t WHERE $1::int IS NULL OR id = $1";
+    let with = |v| {
+        analyze(&bind_literals(cond, &[v]).unwrap())
+            .unwrap()
+            .statements[0]
+            .delete_without_where
+    };
+    assert!(with(Null));
+    assert!(!with(Text("5")));
+    assert!(!with(Opaque));
+}
