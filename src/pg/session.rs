@@ -7,7 +7,12 @@
 //! vigil itself (an extra Describe after each Bind, whose answer the client never sees), so the
 //! masker knows the columns' origins and formats even when the client never asked.
 
-use std::{collections::VecDeque, net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    collections::{HashSet, VecDeque},
+    net::SocketAddr,
+    sync::Arc,
+    time::Instant,
+};
 
 use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
@@ -60,6 +65,9 @@ struct Decided {
     /// It deletes or updates under a condition that may read parameters: a Bind decides it
     /// again with the values (`Relay::bound_refusal`).
     param_where: bool,
+    /// The relations it creates (tables, views, sequences), as `OutputTaint::unknown_relations`
+    /// would name them.
+    creates: Arc<Vec<String>>,
 }
 
 /// A decision cached by a statement string's shape, with each statement's place in the shape's
@@ -215,7 +223,9 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         // dropped and the session logs in afresh, its client none the wiser.
         idle.up.codec_mut().max_len = max_len;
         let answered = if !mask_settings.is_empty() {
-            let read = load_catalog(&mut idle.up, &config, &target.name, &roles);
+            // (A connection from the pool listens on nothing: DISCARD ALL.)
+            let mut none = Vec::new();
+            let read = load_catalog(&mut idle.up, &config, &target.name, &roles, &mut none);
             tokio::time::timeout(super::pool::CHECK_TIMEOUT, read)
                 .await
                 .ok()
@@ -292,7 +302,12 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
     ) = upstream;
     let catalog = match catalog {
         Some(c) => Ok(c),
-        None => load_catalog(&mut up, &config, &target.name, &roles).await,
+        None => tokio::time::timeout(
+            CATALOG_TIMEOUT,
+            load_catalog(&mut up, &config, &target.name, &roles, &mut Vec::new()),
+        )
+        .await
+        .unwrap_or_else(|_| Err("the catalog did not answer in time".into())),
     };
     let catalog = match catalog {
         Ok(c) => c,
@@ -352,6 +367,9 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         audit: session_audit.clone(),
         catalog_stale: false,
         catalog_read: Instant::now(),
+        notifications: Vec::new(),
+        created: HashSet::new(),
+        unresolved: HashSet::new(),
         executes: 0,
         skipping: false,
         copy_in: false,
@@ -585,6 +603,12 @@ struct Relay {
     catalog_stale: bool,
     /// When the catalog was read.
     catalog_read: Instant,
+    /// Notifications that arrived while vigil read the catalog: the client gets them next.
+    notifications: Vec<Bytes>,
+    /// Relations this session made since the catalog was read (`Decided::creates`), and the
+    /// relations statements named that the last read of the catalog did not list.
+    created: HashSet<String>,
+    unresolved: HashSet<String>,
     /// Executes so far: pairs each Execute with vigil's Describe before it.
     executes: u64,
     /// The target failed an extended-protocol message and discards everything up to the next
@@ -734,6 +758,9 @@ impl Relay {
                             let _ = out.write_all(&backend::error_response(Severity::Fatal, "XX000", "vigil: cannot re-read the masked columns; the session is closed", None)).await;
                             return why;
                         }
+                        for n in self.notifications.drain(..) {
+                            to_client.extend_from_slice(&n);
+                        }
                     }
                 }
             }
@@ -796,6 +823,9 @@ impl Relay {
         if waited && self.follow_reload_or_end(up, to_client).await? {
             pre = None;
         }
+        for n in self.notifications.drain(..) {
+            to_client.extend_from_slice(&n);
+        }
         self.on_client(m, pre, up, to_client).await
     }
 
@@ -834,11 +864,27 @@ impl Relay {
         let mut decided = self.decide(text);
         // A catalog that may be behind the target is read again first, when the session
         // is idle (inside a transaction vigil cannot run its own queries).
-        if self.catalog.has_masks() && self.idle() {
-            let age = self.catalog_read.elapsed();
-            if age >= CATALOG_MAX_AGE || (decided.unknown && age >= CATALOG_MIN_AGE) {
-                self.reload_catalog(up).await?;
-                decided = self.decide(text);
+        if self.catalog.has_masks() {
+            if self.idle() {
+                let age = self.catalog_read.elapsed();
+                let new = decided.unknown && self.unlisted(&decided, true).next().is_some();
+                if age >= CATALOG_MAX_AGE || (new && age >= CATALOG_MIN_AGE) {
+                    self.reload_catalog(up).await?;
+                    decided = self.decide(text);
+                    // What a fresh catalog does not list either (a relation that does not
+                    // exist, a sequence...) does not make it read again until it is old.
+                    let still: Vec<String> = self.unlisted(&decided, true).cloned().collect();
+                    self.unresolved.extend(still);
+                }
+            } else if decided.unknown && self.unlisted(&decided, false).next().is_some() {
+                // A relation the catalog does not list and this session did not make may be a
+                // view over masked columns that someone made since: every column is masked.
+                let taints = decided
+                    .taints
+                    .iter()
+                    .map(|t| t.masking_all(&self.catalog))
+                    .collect();
+                decided.taints = Arc::new(taints);
             }
         }
         if decided.decision.action != Action::Review {
@@ -1023,6 +1069,27 @@ impl Relay {
                     })
                 })
             });
+        let creates: Vec<String> = match &analysis {
+            Ok(a) => a
+                .statements
+                .iter()
+                .flat_map(|st| &st.operations)
+                .filter(|op| {
+                    op.kinds.iter().any(|k| {
+                        [
+                            "CREATE TABLE",
+                            "CREATE TABLE AS",
+                            "CREATE VIEW",
+                            "CREATE MATERIALIZED VIEW",
+                            "CREATE SEQUENCE",
+                        ]
+                        .contains(&k.as_str())
+                    })
+                })
+                .filter_map(|op| op.relation.as_ref().map(ToString::to_string))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
         let entry = Decided {
             decision,
             taints: Arc::new(taints),
@@ -1031,6 +1098,7 @@ impl Relay {
             frees,
             unknown,
             param_where,
+            creates: Arc::new(creates),
         };
         if self.cache.len() + self.shapes.len() >= DECISION_CACHE || self.catalog_stale {
             self.cache.clear();
@@ -1324,6 +1392,7 @@ impl Relay {
                         if decided.renames {
                             self.forget_names(decided.frees);
                         }
+                        self.created.extend(decided.creates.iter().cloned());
                         up.feed(frame).await.map_err(|e| e.to_string())?;
                         Some(decided.decision.rule.clone())
                     }
@@ -1353,6 +1422,7 @@ impl Relay {
                     renames,
                     frees,
                     param_where,
+                    creates,
                     ..
                 } = self.reviewed(&text, decided);
                 if held && d.action == Action::Allow {
@@ -1372,6 +1442,7 @@ impl Relay {
                     self.expects.push_back(Expect::Refused(err));
                 } else {
                     self.audit_allowed(text.clone(), d.rule.clone());
+                    self.created.extend(creates.iter().cloned());
                     up.feed(frame).await.map_err(|e| e.to_string())?;
                     self.expects.push_back(Expect::Parse(name.clone()));
                 }
@@ -1583,6 +1654,21 @@ impl Relay {
             Frontend::Terminate { .. } => {}
         }
         Ok(())
+    }
+
+    /// The relations `d` names that the catalog does not list, outside the system schemas, that
+    /// this session did not make since the catalog was read; with `fresh`, also not those that
+    /// the last read of the catalog did not list either.
+    fn unlisted<'a>(&'a self, d: &'a Decided, fresh: bool) -> impl Iterator<Item = &'a String> {
+        d.taints
+            .iter()
+            .flat_map(|t| &t.unknown_relations)
+            .filter(move |r| {
+                let known = system_relation(r)
+                    || self.created.contains(*r)
+                    || (fresh && self.unresolved.contains(*r));
+                !known
+            })
     }
 
     /// A prepared DELETE or UPDATE whose condition may read parameters, decided again with the
@@ -2165,13 +2251,17 @@ impl Relay {
     async fn reload_catalog(&mut self, up: &mut Up) -> Result<(), String> {
         self.catalog_stale = false;
         self.catalog_read = Instant::now();
+        self.created.clear();
+        self.unresolved.clear();
         let config = self.gw.config();
+        let mut notifications = Vec::new();
         let c = tokio::time::timeout(
             CATALOG_TIMEOUT,
-            load_catalog(up, &config, &self.target, &self.roles),
+            load_catalog(up, &config, &self.target, &self.roles, &mut notifications),
         )
         .await
         .map_err(|_| "the catalog did not answer in time".to_string())??;
+        self.notifications.extend(notifications);
         self.catalog = Arc::new(c);
         self.mask_settings = mask_settings(&config, &self.target, &self.roles);
         self.masks_pending = false;
@@ -2355,12 +2445,16 @@ fn frame_describe_portal(portal: &str) -> Bytes {
 async fn simple_result_sets<const N: usize>(
     up: &mut Up,
     queries: [String; N],
+    notifications: &mut Vec<Bytes>,
 ) -> Result<[Vec<Vec<Option<String>>>; N], String> {
     // The client controls its session (search_path, temporary objects, operators): the catalog
     // queries name everything in pg_catalog and run with search_path = pg_catalog for their own
     // implicit transaction (vigil reads the catalog only outside transaction blocks).
-    let mut sql_text =
-        String::from("select pg_catalog.set_config('search_path', 'pg_catalog', true)");
+    // A statement_timeout the client set does not apply to them either.
+    let mut sql_text = String::from(
+        "select pg_catalog.set_config('search_path', 'pg_catalog', true), \
+         pg_catalog.set_config('statement_timeout', '0', true)",
+    );
     for q in &queries {
         sql_text.push_str("; ");
         sql_text.push_str(q);
@@ -2388,6 +2482,8 @@ async fn simple_result_sets<const N: usize>(
             }
             Some(Ok(Backend::ErrorResponse { fields, .. })) => error = Some(fields.to_string()),
             Some(Ok(Backend::ReadyForQuery { .. })) => break,
+            // Another session's NOTIFY to a channel the client listens on: it gets it after.
+            Some(Ok(Backend::NotificationResponse { frame, .. })) => notifications.push(frame),
             Some(Ok(_)) => {}
         }
     }
@@ -2443,6 +2539,7 @@ async fn load_catalog(
     config: &crate::config::Config,
     target: &str,
     roles: &[String],
+    notifications: &mut Vec<Bytes>,
 ) -> Result<MaskCatalog, String> {
     let mut catalog = MaskCatalog::new();
     let masks = mask_settings(config, target, roles);
@@ -2468,7 +2565,7 @@ async fn load_catalog(
                 "select c.oid, n.nspname, c.relname, c.relkind, a.attnum, a.attname \
                  from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
                  join pg_catalog.pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped \
-                 where c.relkind in ('r','v','m','p','f') and {SYSTEM} order by c.oid, a.attnum"
+                 where c.relkind in ('r','v','m','p','f','S') and {SYSTEM} order by c.oid, a.attnum"
             ),
             format!(
                 "select c.oid, pg_catalog.pg_get_viewdef(c.oid) from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
@@ -2493,6 +2590,7 @@ async fn load_catalog(
                  where {SYSTEM}"
             ),
         ],
+        notifications,
     )
     .await?;
     let mut current: Option<RelRows> = None;

@@ -60,7 +60,8 @@
 //!   functions are rated: [`MaskCatalog::rate_functions`].
 //! * Installing or changing extensions, `ALTER FUNCTION`, languages, conversions, transforms,
 //!   operator classes, foreign servers, tables and user mappings: code or data the catalog read
-//!   at the session's start does not describe.
+//!   at the session's start does not describe. Domains with constraints, and `ALTER DOMAIN`: a
+//!   CHECK runs on every value cast to the domain, and the statement shows only the cast.
 //! * Built-in functions that run SQL given as text or read tables by name, the server's files or
 //!   raw pages (`query_to_xml`, `table_to_xml`, `cursor_to_xml`, `ts_stat`, `dblink`,
 //!   `pg_read_file`, pageinspect's `get_raw_page`, ...).
@@ -449,6 +450,31 @@ impl MaskCatalog {
             .collect();
         let mut changed = false;
         loop {
+            // Operators first: a body that uses one built on a reading function reads too.
+            for (op, function) in operators {
+                let risk = match self.functions.get(function.as_str()) {
+                    Some(r) => *r,
+                    None if reads_data(&function.to_lowercase()) => FunctionRisk::ReadsMasked,
+                    None => FunctionRisk::Opaque,
+                };
+                if self.operators.get(op).is_none_or(|r| *r < risk) {
+                    self.operators.insert(op.clone(), risk);
+                    changed = true;
+                }
+            }
+            // Names as they appear in lower-cased bodies (a quoted `"GetSSN"` is `getssn`).
+            let reading: Vec<String> = self
+                .functions
+                .iter()
+                .filter(|(_, r)| **r == FunctionRisk::ReadsMasked)
+                .map(|(n, _)| n.to_lowercase())
+                .collect();
+            let reading_ops: Vec<String> = self
+                .operators
+                .iter()
+                .filter(|(_, r)| **r == FunctionRisk::ReadsMasked)
+                .map(|(o, _)| o.clone())
+                .collect();
             let mut grew = false;
             for (f, body, words) in &sources {
                 let reads = match f.language.as_str() {
@@ -457,10 +483,17 @@ impl MaskCatalog {
                         masked.iter().any(|t| body.contains(t.as_str()))
                             || words.contains("execute")
                             || body.contains("u&\"")
-                            || words.iter().any(|w| {
-                                DATA_READERS.contains(w)
-                                    || self.functions.get(*w) == Some(&FunctionRisk::ReadsMasked)
+                            || words.iter().any(|w| reads_data(w))
+                            || reading.iter().any(|n| {
+                                if n.chars()
+                                    .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+                                {
+                                    words.contains(n.as_str())
+                                } else {
+                                    body.contains(n.as_str())
+                                }
                             })
+                            || reading_ops.iter().any(|o| body.contains(o.as_str()))
                     }
                     _ => true,
                 };
@@ -482,15 +515,6 @@ impl MaskCatalog {
                 break;
             }
             changed = true;
-        }
-        for (op, function) in operators {
-            let risk = self
-                .functions
-                .get(function.as_str())
-                .copied()
-                .unwrap_or(FunctionRisk::Opaque);
-            let r = self.operators.entry(op.clone()).or_insert(risk);
-            *r = (*r).max(risk);
         }
         changed
     }
@@ -722,6 +746,15 @@ pub struct OutputTaint {
 }
 
 impl OutputTaint {
+    /// This taint with every column masked at least with the catalog's strongest mask: for a
+    /// result that reads relations vigil cannot place.
+    pub fn masking_all(&self, catalog: &MaskCatalog) -> OutputTaint {
+        let mut t = self.clone();
+        t.columns = None;
+        t.fallback = t.fallback.max(Taint::of(catalog.strongest()));
+        t
+    }
+
     /// The taint of result column `index` of a result with `count` columns: the analysis's own
     /// when it found exactly `count` columns, [`OutputTaint::fallback`] otherwise.
     pub fn column(&self, index: usize, count: usize) -> Taint {
@@ -1267,9 +1300,16 @@ fn analyze_stmt(cat: &MaskCatalog, stmt: &pb::Node) -> OutputTaint {
     };
     a.check_functions(&census.functions);
     if cat.has_masks() {
+        // As for the functions behind them.
         for op in &census.operators {
-            if cat.operators.get(op) == Some(&FunctionRisk::ReadsMasked) {
-                a.refuse(Refusal::OpaqueFunction(format!("operator {op}")));
+            match cat.operators.get(op) {
+                Some(FunctionRisk::ReadsMasked) => {
+                    a.refuse(Refusal::OpaqueFunction(format!("operator {op}")))
+                }
+                Some(FunctionRisk::Opaque) if a.fallback.is_masked() => {
+                    a.refuse(Refusal::OpaqueFunction(format!("operator {op}")))
+                }
+                _ => {}
             }
         }
     }
@@ -1768,6 +1808,16 @@ impl Analyzer<'_> {
             }
             N::CreateCastStmt(_) if has_masks => {
                 self.refuse(Refusal::CodeDefinition("cast"));
+                Out::NoRows
+            }
+            // A domain's CHECK runs on every value cast to it (`ssn::d`), where the statement
+            // shows only the cast.
+            N::CreateDomainStmt(d) if has_masks && !d.constraints.is_empty() => {
+                self.refuse(Refusal::NotWhileMasked("a domain with constraints"));
+                Out::NoRows
+            }
+            N::AlterDomainStmt(_) if has_masks => {
+                self.refuse(Refusal::NotWhileMasked("ALTER DOMAIN"));
                 Out::NoRows
             }
             // New or changed functions (extensions, languages, conversions, transforms,
@@ -3770,10 +3820,16 @@ mod tests {
             source("plain", "sql", "select $1 + 1"),
             // a word that only contains a reader's name
             source("texty_not", "sql", "select my_ts_rewrite_table from orders"),
+            // names as PostgreSQL keeps them: mixed case, quoted in bodies
+            source("GetSSN", "sql", "select ssn from users where id = $1"),
+            source("quoted_call", "sql", "select \"GetSSN\"($1)"),
+            source("agg_quoted", "aggregate", "public.\"GetSSN\" -"),
+            // a body that uses an operator built on a reading function
+            source("uses_op", "sql", "select $1 ### 2"),
         ];
         let operators = [
             ("###".to_string(), "inner_fn".to_string()),
-            ("+++".to_string(), "plain".to_string()),
+            ("&&&".to_string(), "plain".to_string()),
         ];
         assert!(c.rate_functions(&functions, &operators));
         let risk = |n: &str| c.functions.get(n).copied();
@@ -3787,6 +3843,10 @@ mod tests {
             "alias",
             "python",
             "gather",
+            "GetSSN",
+            "quoted_call",
+            "agg_quoted",
+            "uses_op",
         ] {
             assert_eq!(risk(n), Some(FunctionRisk::ReadsMasked), "{n}");
         }
@@ -3798,7 +3858,14 @@ mod tests {
         // Operators are refused by their functions' rating, attribute notation calls functions.
         let refused = |sql: &str| analyze_output(&c, sql).refuse.is_some();
         assert!(refused("select 1 ### 2"));
-        assert!(!refused("select 1 +++ 2"));
+        assert!(!refused("select 1 &&& 2"));
+        // An opaque operator next to a masked table, as an opaque function.
+        assert!(refused("select ssn &&& 1 from users"));
+        // A domain's CHECK runs where the statement shows a cast.
+        assert!(refused(
+            "create domain d as text check (set_config('x.y', value, false) is not null)"
+        ));
+        assert!(!refused("create domain d2 as text"));
         assert!(refused("select o.outer_fn from orders o"));
         assert!(refused("select (o).outer_fn from orders o"));
         assert!(!refused("select o.total from orders o"));

@@ -307,33 +307,42 @@ impl Policy {
     }
 }
 
-/// An operation split into what it does, each decided on its own: its kinds grouped by their
-/// first word. `DROP` and `DROP TABLE` name one thing at two levels of detail (a priority
-/// allow of `DROP TABLE on scratch.*` overrides a deny of `DROP`), while `COPY t FROM PROGRAM`
-/// both runs a program and inserts, and `ALTER TABLE t DROP COLUMN c` both alters and drops:
-/// an allow of `INSERT on t` or `ALTER TABLE on t` does not cover the other part.
+/// An operation split into what it does, each decided on its own: its kinds grouped by what
+/// they name ([`aspect`]). `DROP` and `DROP TABLE` name one thing at two levels of detail (a
+/// priority allow of `DROP TABLE on scratch.*` overrides a deny of `DROP`), and so do `COPY t
+/// TO STDOUT` and `SELECT`, while `ALTER TABLE t DROP COLUMN c` both alters and drops: an
+/// allow of `ALTER TABLE on t` does not cover the drop.
 fn aspects(op: &sql::Operation) -> Vec<sql::Operation> {
-    let first = |k: &str| k.split(' ').next().unwrap_or_default().to_owned();
-    let mut words: Vec<String> = op.kinds.iter().map(|k| first(k)).collect();
-    words.dedup();
-    if words.len() <= 1 {
+    let mut groups: Vec<&str> = op.kinds.iter().map(|k| aspect(k)).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    if groups.len() <= 1 {
         return vec![op.clone()];
     }
-    words.sort();
-    words.dedup();
-    words
+    groups
         .iter()
-        .map(|w| sql::Operation {
+        .map(|g| sql::Operation {
             kinds: op
                 .kinds
                 .iter()
-                .filter(|k| first(k) == *w)
+                .filter(|k| aspect(k) == *g)
                 .cloned()
                 .collect(),
             relation: op.relation.clone(),
             without_where: op.without_where,
         })
         .collect()
+}
+
+/// What a kind names: its first word, except for the kinds that only say how a read, a write or
+/// a transaction start is spelled.
+fn aspect(kind: &str) -> &str {
+    match kind {
+        "START TRANSACTION" => "BEGIN",
+        "COPY TO STDOUT" => "SELECT",
+        "COPY FROM STDIN" => "INSERT",
+        k => k.split(' ').next().unwrap_or_default(),
+    }
 }
 
 /// The rule that wins among matching ones: highest priority, then deny > review > allow, then
@@ -518,6 +527,40 @@ targets = ["appdb"]
 sql = ["* on secrets.keys"]
 action = "deny"
 "#;
+
+    #[test]
+    fn an_allow_covers_the_spellings_of_what_it_names() {
+        use Action::{Allow, Deny};
+        let p = sql_policy(
+            r#"
+[[rule]]
+name = "nothing-else"
+targets = ["appdb"]
+sql = ["*"]
+action = "deny"
+
+[[rule]]
+name = "reports"
+priority = 10
+targets = ["appdb"]
+sql = ["SELECT on reports.*", "BEGIN", "COMMIT", "INSERT on reports.inbox"]
+action = "allow"
+"#,
+        )
+        .unwrap();
+        let eng = vec!["engineer".to_string()];
+        for (sql, want) in [
+            ("SELECT * FROM reports.daily", Allow),
+            ("COPY reports.daily TO STDOUT", Allow),
+            ("START TRANSACTION", Allow),
+            ("COPY reports.inbox FROM STDIN", Allow),
+            ("COPY reports.inbox FROM '/etc/passwd'", Deny),
+            ("DELETE FROM reports.daily WHERE id = 1", Deny),
+        ] {
+            let d = p.check_sql(&eng, "appdb", sql::analyze(sql).as_ref());
+            assert_eq!(d.action, want, "{sql}: {d:?}");
+        }
+    }
 
     #[test]
     fn sql_rules_apply_by_target_role_priority_and_action() {

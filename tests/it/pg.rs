@@ -1285,6 +1285,33 @@ fn a_view_made_on_the_target_during_a_session_is_masked_in_it() {
             );
             assert!(values.iter().any(|v| v == "****"), "{sql}: {values:?}");
         }
+        // Inside a transaction vigil cannot read its catalog: a relation it does not list
+        // has every column masked, unless this session made it.
+        client.batch_execute("begin").await.unwrap();
+        direct_psql(
+            &b,
+            "create view later_still as select name, upper(ssn) as code from users",
+        );
+        let r = client
+            .query_one("select name, code from later_still where name = 'ann'", &[])
+            .await
+            .unwrap();
+        assert_eq!(r.get::<_, String>(1), "****");
+        assert_ne!(
+            r.get::<_, String>(0),
+            "ann",
+            "the unknown view's columns are all masked"
+        );
+        client
+            .batch_execute("create temp table mine as select id, name from users")
+            .await
+            .unwrap();
+        let r = client
+            .query_one("select name from mine where id = 1", &[])
+            .await
+            .unwrap();
+        assert_eq!(r.get::<_, String>(0), "ann");
+        client.batch_execute("commit").await.unwrap();
     });
 }
 

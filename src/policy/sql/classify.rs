@@ -540,17 +540,24 @@ fn statement_kinds(n: &Node) -> Option<Vec<String>> {
                 .iter()
                 .filter_map(Value::as_node)
                 .any(|o| ["rolemembers", "addroleto", "adminmembers"].contains(&o.str("defname")));
-            let adds = n.kind == "CreateRoleStmt" || n.int("action") >= 0;
-            if members && adds {
-                kinds.push("GRANT".to_owned());
+            if members {
+                let adds = n.kind == "CreateRoleStmt" || n.int("action") >= 0;
+                kinds.push(if adds { "GRANT" } else { "REVOKE" }.to_owned());
             }
             Some(kinds)
         }
-        "AlterRoleSetStmt" => {
-            let mut kinds = vec!["ALTER ROLE".to_owned()];
+        // A default `role` (or `session_authorization`) for a role's or a database's later
+        // sessions is a SET ROLE in each of them.
+        "AlterRoleSetStmt" | "AlterDatabaseSetStmt" => {
+            let mut kinds = vec![if n.kind == "AlterRoleSetStmt" {
+                "ALTER ROLE".to_owned()
+            } else {
+                "ALTER DATABASE".to_owned()
+            }];
             if let Some(set) = n.node("setstmt") {
                 let name = set.str("name");
-                if ["role", "session_authorization"].contains(&name) {
+                let sets = set.int("kind") == VariableSetKind::VarSetValue as i64;
+                if sets && ["role", "session_authorization"].contains(&name) {
                     kinds.push(format!("SET {}", parameter_words(name)));
                 }
             }
@@ -627,9 +634,7 @@ fn statement_kinds(n: &Node) -> Option<Vec<String>> {
         "CreateExtensionStmt" => fixed("CREATE EXTENSION"),
         "AlterExtensionStmt" | "AlterExtensionContentsStmt" => fixed("ALTER EXTENSION"),
         "CreatedbStmt" => fixed("CREATE DATABASE"),
-        "AlterDatabaseStmt" | "AlterDatabaseSetStmt" | "AlterDatabaseRefreshCollStmt" => {
-            fixed("ALTER DATABASE")
-        }
+        "AlterDatabaseStmt" | "AlterDatabaseRefreshCollStmt" => fixed("ALTER DATABASE"),
         "CreateTableSpaceStmt" => fixed("CREATE TABLESPACE"),
         "AlterTableSpaceOptionsStmt" => fixed("ALTER TABLESPACE"),
         "AlterTableMoveAllStmt" => object("ALTER", "objtype"),
@@ -712,16 +717,22 @@ fn extra_operations(n: &Node, target: Option<Relation>) -> Vec<Operation> {
             else {
                 return Vec::new();
             };
-            // Rows read from a relation (not a VALUES list) may conflict with every row.
-            let from_relation = n
-                .node("select_stmt")
-                .is_some_and(|s| s.has("from_clause") || s.has("larg"));
+            // Rows read from a relation (not a VALUES list, nor parameters unnested) may
+            // conflict with every row.
+            let from_relation = n.node("select_stmt").is_some_and(names_relation);
             vec![op(
                 "UPDATE",
                 from_relation && truth::always_true(update.node("where_clause")),
             )]
         }
-        "AlterTableStmt" => {
+        // (A composite type's or a foreign table's attributes hold no rows here.)
+        "AlterTableStmt"
+            if ![
+                ObjectType::ObjectType as i64,
+                ObjectType::ObjectForeignTable as i64,
+            ]
+            .contains(&n.int("objtype")) =>
+        {
             let retypes = n.list("cmds").iter().filter_map(Value::as_node).any(|c| {
                 c.kind == "AlterTableCmd"
                     && c.int("subtype") == AlterTableType::AtAlterColumnType as i64
@@ -754,6 +765,18 @@ fn extra_operations(n: &Node, target: Option<Relation>) -> Vec<Operation> {
         }
         _ => Vec::new(),
     }
+}
+
+/// Whether a subtree names a relation (a `RangeVar` anywhere in it).
+fn names_relation(n: &Node) -> bool {
+    fn value(v: &Value) -> bool {
+        match v {
+            Value::Node(n) => names_relation(n),
+            Value::List(items) => items.iter().any(value),
+            _ => false,
+        }
+    }
+    n.kind == "RangeVar" || n.fields.iter().any(|(_, v)| value(v))
 }
 
 /// Relations that a statement names by a list of names rather than a `RangeVar`

@@ -291,10 +291,16 @@ impl NamePattern {
         match mode {
             // Both sides folded fully: the pattern keeps non-ASCII capitals as PostgreSQL
             // keeps them in unquoted names (`Ärzte`), and a deny must match `"ärzte"` too.
-            MatchMode::Restrict => glob(&self.text.to_lowercase(), &name.to_lowercase()),
+            MatchMode::Restrict => glob(&fold(&self.text), &fold(name)),
             MatchMode::Permit => glob(&self.text, name),
         }
     }
+}
+
+/// Lower case, character by character (`str::to_lowercase` folds a final Σ by its context,
+/// which would make `ΟΔΟΣ*` miss `ΟΔΟΣA`).
+fn fold(s: &str) -> String {
+    s.chars().flat_map(char::to_lowercase).collect()
 }
 
 /// `*` (any run of characters) and `?` (one character).

@@ -85,13 +85,20 @@ const CLASSIFIED: &[(&str, &str)] = &[
         "INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET email = NULL",
         "INSERT on t; UPDATE on t",
     ),
+    (
+        "INSERT INTO t SELECT * FROM unnest($1::int[]) ON CONFLICT (id) DO UPDATE SET x = 1",
+        "INSERT on t; UPDATE on t",
+    ),
+    ("ALTER TYPE comp ALTER ATTRIBUTE a TYPE int", "ALTER TYPE on comp"),
     // Role membership and default roles by other names.
     ("ALTER GROUP admin ADD USER mallory", "ALTER ROLE+GRANT"),
-    ("ALTER GROUP admin DROP USER mallory", "ALTER ROLE"),
+    ("ALTER GROUP admin DROP USER mallory", "ALTER ROLE+REVOKE"),
     ("CREATE ROLE x IN ROLE admin", "CREATE ROLE+GRANT"),
     ("CREATE ROLE x LOGIN", "CREATE ROLE"),
     ("ALTER ROLE CURRENT_USER SET role = 'admin'", "ALTER ROLE+SET ROLE"),
     ("ALTER ROLE CURRENT_USER SET work_mem = '1MB'", "ALTER ROLE"),
+    ("ALTER ROLE CURRENT_USER RESET role", "ALTER ROLE"),
+    ("ALTER DATABASE app SET role = 'admin'", "ALTER DATABASE+SET ROLE"),
     // Whole schemas: every relation in them.
     ("ALTER SCHEMA secrets RENAME TO s2", "ALTER SCHEMA on secrets.*"),
     (
