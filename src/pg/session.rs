@@ -2583,11 +2583,13 @@ async fn load_catalog(
                  join pg_catalog.pg_namespace n on n.oid = p.pronamespace join pg_catalog.pg_language l on l.oid = p.prolang \
                  where {SYSTEM}"
             ),
-            // Operators implemented by user-defined functions.
+            // Operators implemented by user-defined functions, or defined by users (on a
+            // built-in function, which may be a data reader).
             format!(
                 "select o.oprname, p.proname from pg_catalog.pg_operator o \
                  join pg_catalog.pg_proc p on p.oid = o.oprcode join pg_catalog.pg_namespace n on n.oid = p.pronamespace \
-                 where {SYSTEM}"
+                 join pg_catalog.pg_namespace opn on opn.oid = o.oprnamespace \
+                 where ({SYSTEM}) or opn.nspname not in ('pg_catalog', 'information_schema')"
             ),
         ],
         notifications,

@@ -1375,6 +1375,10 @@ fn functions_that_read_masked_columns_where_vigil_cannot_look_are_refused() {
         "create function alias_of_reader(text, bool, bool, text) returns xml language internal \
            as 'query_to_xml'",
     );
+    direct_psql(
+        &b,
+        "create operator @@@ (rightarg = text, function = pg_catalog.ts_stat)",
+    );
     let conninfo = format!("{} password={ALICE_PW}", b.conninfo("alice"));
     b.rt.block_on(async {
         let client = connect(&conninfo).await;
@@ -1397,6 +1401,10 @@ fn functions_that_read_masked_columns_where_vigil_cannot_look_are_refused() {
             "select gather(id) from orders",
             // an operator whose function reads
             "select 1 ### 1",
+            // an operator a user made on a built-in that runs SQL text
+            "select @@@ 'select ssn from users'",
+            // a domain whose CHECK could see every value cast to it
+            "create domain leaky as text check (set_config('x.y', value, false) is not null)",
             // built-ins that run SQL given as text
             "select ts_rewrite('x'::tsquery, $$select 'x'::tsquery, ssn::tsquery from users$$)",
             // new code vigil has not read
