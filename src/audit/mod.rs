@@ -270,9 +270,16 @@ impl Audit {
     /// Appends one event. Short and synchronous: format, hash, one `write`; a segment that
     /// reaches its size is closed (checkpoint, rename) on the way.
     pub fn record(&self, mut event: AuditEvent) {
-        for text in [&mut event.command, &mut event.detail, &mut event.reason]
-            .into_iter()
-            .flatten()
+        // (The user and target names too: a client that fails to log in chooses them.)
+        for text in [
+            &mut event.command,
+            &mut event.detail,
+            &mut event.reason,
+            &mut event.user,
+            &mut event.target,
+        ]
+        .into_iter()
+        .flatten()
         {
             cap(text);
         }

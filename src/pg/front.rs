@@ -203,15 +203,46 @@ pub fn max_message(config: &crate::config::Config) -> usize {
 }
 
 /// Serves one client connection to its end. Every failure ends in an ErrorResponse where the
-/// protocol allows one, and a closed connection; nothing here takes the process down.
+/// protocol allows one, and a closed connection; nothing here takes the process down. Logging
+/// in (startup, TLS, SCRAM) must end within `LOGIN_TIMEOUT`, as PostgreSQL's
+/// `authentication_timeout`: a connection that says nothing does not hold its place.
 pub async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
+    match tokio::time::timeout(LOGIN_TIMEOUT, login(&gw, stream, peer)).await {
+        Ok(Some((client, target, settings))) => {
+            super::session::run(gw, client, target, settings).await
+        }
+        Ok(None) => {}
+        Err(_) => tracing::debug!(%peer, "postgres login timed out"),
+    }
+}
+
+/// How long a client has to log in.
+const LOGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// SSLRequests and GSSENCRequests a client may send before its startup message.
+const MAX_NEGOTIATIONS: u32 = 2;
+
+/// Startup, TLS, SCRAM and the target's checks: the session to run, or `None` when the client
+/// was refused (and told why).
+async fn login(
+    gw: &Arc<Gateway>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<(
+    super::session::Client,
+    crate::config::directory::Target,
+    UpstreamSettings,
+)> {
     let _ = stream.set_nodelay(true);
+    // A reload while the client logs in refuses it (below): it must not log in with a
+    // password or a grant the reload took away.
+    let reloads = gw.reloads();
     let config = gw.config();
     let max_len = max_message(&config);
     let require_tls = config.file.server.require_tls;
     let mut stream: Box<dyn ClientStream> = Box::new(stream);
     let mut buf = BytesMut::new();
     let mut tls = false;
+    let mut negotiations = 0;
     let startup = loop {
         let m = match read_with(&mut stream, &mut buf, |b| {
             frontend::decode_startup(b, MAX_STARTUP_LEN)
@@ -219,7 +250,7 @@ pub async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
         .await
         {
             Ok(Some(m)) => m,
-            Ok(None) => return,
+            Ok(None) => return None,
             Err(e) => {
                 let _ = stream
                     .write_all(&backend::error_response(
@@ -229,20 +260,26 @@ pub async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
                         None,
                     ))
                     .await;
-                return;
+                return None;
             }
         };
+        if matches!(m, Startup::SslRequest | Startup::GssEncRequest) {
+            negotiations += 1;
+            if negotiations > MAX_NEGOTIATIONS {
+                return None;
+            }
+        }
         match m {
             Startup::SslRequest if !tls => {
                 let Some(acceptor) = gw.pg.tls.clone() else {
                     if stream.write_all(b"N").await.is_err() {
-                        return;
+                        return None;
                     }
                     continue;
                 };
                 // Bytes sent before the handshake would not be protected by it.
                 if !buf.is_empty() || stream.write_all(b"S").await.is_err() {
-                    return;
+                    return None;
                 }
                 match acceptor.accept(stream).await {
                     Ok(s) => {
@@ -251,13 +288,13 @@ pub async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
                     }
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "postgres TLS handshake failed");
-                        return;
+                        return None;
                     }
                 }
             }
             Startup::SslRequest | Startup::GssEncRequest => {
                 if stream.write_all(b"N").await.is_err() {
-                    return;
+                    return None;
                 }
             }
             Startup::Cancel(key) => {
@@ -265,14 +302,14 @@ pub async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
                 if let Some(id) = held {
                     let why = "cancelled by the client (CancelRequest)";
                     gw.approvals.cancel(&gw.audit, id, why).await;
-                    return;
+                    return None;
                 }
                 if let Some((settings, upstream_key, _in_flight)) = gw.pg.cancel_target(key) {
                     if let Err(e) = super::upstream::cancel(&settings, upstream_key).await {
                         tracing::warn!(error = %e, "forwarding a cancel request failed");
                     }
                 }
-                return;
+                return None;
             }
             s @ Startup::Startup { .. } => break s,
         }
@@ -293,7 +330,7 @@ pub async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
                 "vigil requires TLS: connect with sslmode=require",
             ))
             .await;
-        return;
+        return None;
     }
     let user = startup.param("user").unwrap_or_default().to_string();
     let target_name = startup
@@ -313,7 +350,7 @@ pub async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
     };
 
     // SCRAM-SHA-256 against the user's verifier; an unknown user runs the same exchange.
-    let delay = gw.failures.delay(Some(peer.ip()));
+    let delay = gw.failures.attempt(peer.ip(), &user);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -348,7 +385,6 @@ pub async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
     }
     .await;
     if authenticated.is_none() {
-        gw.failures.failed(Some(peer.ip()));
         audit("auth.failure", "SCRAM-SHA-256 failed".into());
         let _ = stream
             .write_all(&fatal(
@@ -356,9 +392,22 @@ pub async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
                 &format!("password authentication failed for user \"{user}\""),
             ))
             .await;
-        return;
+        return None;
     }
-    gw.failures.succeeded(Some(peer.ip()));
+    gw.failures.attempt_succeeded(peer.ip(), &user);
+    if gw.reloads() != reloads {
+        audit(
+            "access.refused",
+            "the configuration was reloaded while the client logged in".into(),
+        );
+        let _ = stream
+            .write_all(&fatal(
+                "08004",
+                "vigil: the configuration changed while you logged in; connect again",
+            ))
+            .await;
+        return None;
+    }
     audit("auth.success", "SCRAM-SHA-256".into());
 
     let target = config.directory.target(&target_name).cloned();
@@ -374,7 +423,7 @@ pub async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
                     &format!("vigil: {user} may not reach {target_name}"),
                 ))
                 .await;
-            return;
+            return None;
         }
     };
     let settings = match upstream_settings(&config, &target, &startup) {
@@ -384,11 +433,38 @@ pub async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
             let _ = stream
                 .write_all(&fatal("08006", &format!("vigil: {why}")))
                 .await;
-            return;
+            return None;
         }
     };
-    super::session::run(
-        gw.clone(),
+    // Startup parameters the target gets are SETs: a rule that denies such a SET denies
+    // them too.
+    let roles = config.directory.roles_of(&user).to_vec();
+    let policy = gw.policy();
+    for (name, value) in &settings.params {
+        if !PASSED_PARAMS.contains(&name.as_str()) {
+            continue;
+        }
+        let set = format!("SET {name} TO '{}'", value.replace('\'', "''"));
+        let d = policy.check_sql(
+            &roles,
+            &target_name,
+            crate::policy::sql::analyze(&set).as_ref(),
+        );
+        if d.action != crate::policy::Action::Allow {
+            audit(
+                "access.refused",
+                format!("startup parameter {name}: {}", d.message),
+            );
+            let _ = stream
+                .write_all(&fatal(
+                    "42501",
+                    &format!("vigil: startup parameter {name}: {}", d.message),
+                ))
+                .await;
+            return None;
+        }
+    }
+    Some((
         super::session::Client {
             stream,
             buf,
@@ -399,8 +475,7 @@ pub async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
         },
         target,
         settings,
-    )
-    .await;
+    ))
 }
 
 /// Reads one authentication response (a `p` message) and returns its body.

@@ -196,8 +196,12 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
     };
     // The recording starts (a synced header in the spool) while the target is logged in to.
     // A connection a finished session left in the pool, or a new one.
+    // The config generation the connection is made or taken under: it goes back to the pool
+    // under it, and only if no reload came in between (a replaced CA file or credential must
+    // not be carried past its reload).
+    let generation = gw.reloads();
     let pooled = if target.pool {
-        gw.pg.pool.take(&settings, &pool_scope(&user, gw.reloads()))
+        gw.pg.pool.take(&settings, &pool_scope(&user, generation))
     } else {
         None
     };
@@ -399,6 +403,7 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
     if relay.ended_cleanly {
         // Nothing in flight and nothing unread: the connection can serve the next session.
         if target.pool
+            && gw.reloads() == generation
             && relay.idle()
             && up.read_buffer().is_empty()
             && up.write_buffer().is_empty()
@@ -408,7 +413,7 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
                 params: std::mem::take(&mut relay.upstream_params),
                 backend_key: upstream_key,
             };
-            let scope = pool_scope(&user, gw.reloads());
+            let scope = pool_scope(&user, generation);
             super::pool::keep(gw.clone(), &settings, &scope, idle);
         } else {
             let _ = up.send(super::wire::frontend::terminate()).await;
@@ -1061,14 +1066,9 @@ impl Relay {
         let unknown = taints
             .iter()
             .any(|t| t.unknown_relations.iter().any(|r| !system_relation(r)));
-        let param_where = sql_text.contains('$')
-            && analysis.as_ref().is_ok_and(|a| {
-                a.statements.iter().any(|st| {
-                    st.operations.iter().any(|op| {
-                        !op.without_where && op.kinds.iter().any(|k| k == "DELETE" || k == "UPDATE")
-                    })
-                })
-            });
+        let param_where = analysis
+            .as_ref()
+            .is_ok_and(|a| a.statements.iter().any(|st| st.params_decide));
         let creates: Vec<String> = match &analysis {
             Ok(a) => a
                 .statements

@@ -201,6 +201,10 @@ pub struct Statement {
     pub update_without_where: bool,
     /// What cannot be seen; empty when the whole effect is in the tree.
     pub opaque: Vec<Opaque>,
+    /// A `DELETE` or `UPDATE` condition whose truth for every row may hang on parameters
+    /// alone (`$1 IS NULL OR id = $1`): the statement is decided again with the values bound
+    /// ([`bind_literals`]). Not for a condition that needs a column to hold (`id = $1`).
+    pub params_decide: bool,
 }
 
 /// One action of a statement on (at most) one relation.
@@ -447,6 +451,7 @@ impl Statement {
             relations,
             operations: ops,
             opaque,
+            params_decide: false,
         }
     }
 

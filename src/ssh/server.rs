@@ -144,6 +144,30 @@ impl Connection {
 #[derive(Default)]
 pub struct Failures {
     by_ip: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// Password attempts per user name (`Failures::attempt`), whatever address they come from.
+    by_user: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+/// The wait after `n` failures within `WINDOW` that began at `since`.
+fn wait(n: u32, since: Instant) -> Duration {
+    if n > FREE_FAILURES && since.elapsed() < WINDOW {
+        let exp = (n - FREE_FAILURES).min(8);
+        (Duration::from_millis(250) * 2u32.pow(exp)).min(MAX_DELAY)
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// Counts one more failure under `key` (a new window once the last one is over).
+fn count<K: std::hash::Hash + Eq>(map: &mut HashMap<K, (u32, Instant)>, key: K) {
+    let e = map.entry(key).or_insert((0, Instant::now()));
+    if e.1.elapsed() >= WINDOW {
+        *e = (0, Instant::now());
+    }
+    e.0 += 1;
+    if map.len() > 100_000 {
+        map.retain(|_, (_, since)| since.elapsed() < WINDOW);
+    }
 }
 
 const FREE_FAILURES: u32 = 6;
@@ -156,26 +180,48 @@ impl Failures {
         let Ok(map) = self.by_ip.lock() else {
             return Duration::ZERO;
         };
-        match map.get(&ip) {
-            Some((n, since)) if *n > FREE_FAILURES && since.elapsed() < WINDOW => {
-                let exp = (*n - FREE_FAILURES).min(8);
-                (Duration::from_millis(250) * 2u32.pow(exp)).min(MAX_DELAY)
-            }
-            _ => Duration::ZERO,
-        }
+        map.get(&ip)
+            .map_or(Duration::ZERO, |(n, since)| wait(*n, *since))
     }
 
     pub fn failed(&self, ip: Option<IpAddr>) {
         let (Some(ip), Ok(mut map)) = (ip, self.by_ip.lock()) else {
             return;
         };
-        let e = map.entry(ip).or_insert((0, Instant::now()));
-        if e.1.elapsed() >= WINDOW {
-            *e = (0, Instant::now());
+        count(&mut map, ip);
+    }
+
+    /// A password attempt for `user` from `ip` begins: how long it waits first (the longer of
+    /// the address's and the user name's wait). It counts as a failure of both at once, until
+    /// `attempt_succeeded` says otherwise, so that attempts made in parallel slow each other
+    /// down too, and guesses spread over many addresses still slow down for the user.
+    pub fn attempt(&self, ip: IpAddr, user: &str) -> Duration {
+        let mut delay = Duration::ZERO;
+        if let Ok(mut map) = self.by_ip.lock() {
+            delay = map.get(&ip).map_or(delay, |(n, since)| wait(*n, *since));
+            count(&mut map, ip);
         }
-        e.0 += 1;
-        if map.len() > 100_000 {
-            map.retain(|_, (_, since)| since.elapsed() < WINDOW);
+        if let Ok(mut map) = self.by_user.lock() {
+            let d = map
+                .get(user)
+                .map_or(Duration::ZERO, |(n, since)| wait(*n, *since));
+            delay = delay.max(d);
+            count(&mut map, user.to_owned());
+        }
+        delay
+    }
+
+    /// The attempt succeeded: the user name's count is cleared, and the address's count loses
+    /// this attempt (it is not cleared: logging in to one account does not buy a guesser at
+    /// that address more tries at others).
+    pub fn attempt_succeeded(&self, ip: IpAddr, user: &str) {
+        if let Ok(mut map) = self.by_user.lock() {
+            map.remove(user);
+        }
+        if let Ok(mut map) = self.by_ip.lock() {
+            if let Some(e) = map.get_mut(&ip) {
+                e.0 = e.0.saturating_sub(1);
+            }
         }
     }
 
@@ -472,5 +518,31 @@ impl server::Handler for Handler {
             Ok(h) => Ok(h.cancel_tcpip_forward(address, port).await.is_ok()),
             Err(_) => Ok(false),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_attempts_slow_down_by_address_and_by_user() {
+        let f = Failures::default();
+        let ip = |n: u8| IpAddr::from([10, 0, 0, n]);
+        // Guesses at one user from many addresses: the user's count grows.
+        let waits: Vec<Duration> = (0..10).map(|n| f.attempt(ip(n), "alice")).collect();
+        assert!(waits[..=FREE_FAILURES as usize].iter().all(|d| d.is_zero()));
+        assert!(waits[9] > Duration::ZERO, "{waits:?}");
+        // Attempts count before they end: parallel guesses from one address slow down too.
+        let waits: Vec<Duration> = (0..10)
+            .map(|n| f.attempt(ip(99), &format!("u{n}")))
+            .collect();
+        assert!(waits[9] > Duration::ZERO, "{waits:?}");
+        // A success clears its user but only takes its own attempt off the address.
+        let before = f.attempt(ip(99), "mallory");
+        f.attempt_succeeded(ip(99), "mallory");
+        assert!(f.attempt(ip(99), "bob") >= before);
+        f.attempt_succeeded(ip(1), "alice");
+        assert!(f.attempt(ip(200), "alice").is_zero());
     }
 }

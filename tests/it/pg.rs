@@ -537,8 +537,42 @@ fn malformed_messages_get_an_error_and_the_bastion_keeps_serving() {
         let _ = s.read_to_end(&mut buf);
         assert!(buf.is_empty() || buf[0] == b'E', "{buf:?}");
     }
+    // SSLRequest after SSLRequest: two are answered, then the connection is closed.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", b.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&b"\x00\x00\x00\x08\x04\xd2\x16\x2f".repeat(3))
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert_eq!(buf, b"NN");
     let (code, out, err) = b.psql("alice", ALICE_PW, "select 'alive'");
     assert_eq!((code, out.trim()), (0, "alive"), "{err}");
+}
+
+#[test]
+fn startup_parameters_are_sets_that_rules_can_deny() {
+    let b = PgBastion::start_full(
+        "",
+        r#"
+[[rule]]
+name = "fixed-app-name"
+targets = ["appdb"]
+sql = ["SET APPLICATION_NAME"]
+action = "deny"
+message = "application_name is fixed here"
+"#,
+    );
+    // psql sends application_name at startup.
+    let (code, _, err) = b.psql("alice", ALICE_PW, "select 1");
+    assert_ne!(code, 0);
+    assert!(err.contains("application_name is fixed here"), "{err}");
+    // A client that does not log in.
+    let conninfo = format!("{} password={ALICE_PW}", b.conninfo("alice"));
+    b.rt.block_on(async {
+        let client = connect(&conninfo).await;
+        let r = client.query_one("select 1", &[]).await.unwrap();
+        assert_eq!(r.get::<_, i32>(0), 1);
+    });
 }
 
 #[test]

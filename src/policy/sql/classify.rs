@@ -113,9 +113,12 @@ pub(super) fn statement(tree: &Value, span: Range<usize>, level: usize) -> State
         operations: Vec::new(),
         opaque: Vec::new(),
         level,
+        params_decide: false,
     };
     walker.value(tree, Ctx::default());
-    Statement::new(span, walker.operations, walker.opaque)
+    let mut st = Statement::new(span, walker.operations, walker.opaque);
+    st.params_decide = walker.params_decide;
+    st
 }
 
 /// Every kind an operation can have besides `SET`/`RESET`/`SHOW <parameter>` and the
@@ -208,6 +211,8 @@ struct Walker {
     operations: Vec<Operation>,
     opaque: Vec<Opaque>,
     level: usize,
+    /// `Statement::params_decide`.
+    params_decide: bool,
 }
 
 impl Walker {
@@ -270,6 +275,9 @@ impl Walker {
         match n.kind {
             "DeleteStmt" | "UpdateStmt" => {
                 without_where = truth::always_true(n.node("where_clause"));
+                self.params_decide |= !without_where
+                    && n.node("where_clause")
+                        .is_some_and(truth::may_hold_for_every_row);
             }
             "ExplainStmt" => inert = !explain_runs(n),
             "ExecuteStmt" => self.opaque.push(Opaque::Execute {

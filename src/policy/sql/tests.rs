@@ -875,4 +875,16 @@ fn bound_values_are_written_in_where_the_parameters_are() {
     assert!(with(Null));
     assert!(!with(Text("5")));
     assert!(!with(Opaque));
+    // Only conditions whose truth may hang on parameters alone are decided again at Bind.
+    let decides = |sql: &str| analyze(sql).unwrap().statements[0].params_decide;
+    assert!(decides(cond));
+    assert!(decides(
+        "UPDATE t SET x = 1 WHERE coalesce($1, false) OR id = 2"
+    ));
+    assert!(decides("DELETE FROM t WHERE NOT ($1 AND id = 1)"));
+    assert!(!decides("DELETE FROM t WHERE id = $1"));
+    assert!(!decides("UPDATE t SET x = x + $1 WHERE id = $2"));
+    assert!(!decides("DELETE FROM t WHERE id = $1 AND $2"));
+    assert!(!decides("DELETE FROM t WHERE id = 1"));
+    assert!(!decides("SELECT * FROM t WHERE $1"));
 }

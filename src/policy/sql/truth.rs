@@ -17,6 +17,39 @@ pub(super) fn always_true(cond: Option<&Node>) -> bool {
     })
 }
 
+/// Whether values bound to its parameters could make a condition true for every row: it, or
+/// enough of its `AND`/`OR` branches, read parameters and no column (`$1 IS NULL OR id = $1`;
+/// not `id = $1`, which needs a row to hold).
+pub(super) fn may_hold_for_every_row(n: &Node) -> bool {
+    fn branch(n: &Node) -> bool {
+        if n.kind == "BoolExpr" {
+            let args = || n.list("args").iter().filter_map(|a| a.as_node());
+            let op = i32::try_from(n.int("boolop"))
+                .ok()
+                .and_then(|b| BoolExprType::try_from(b).ok());
+            return match op {
+                Some(BoolExprType::OrExpr) => args().any(branch),
+                Some(BoolExprType::AndExpr) => args().all(branch),
+                _ => args().any(has_param),
+            };
+        }
+        (has_param(n) && !reads_a_row(n)) || fold(n).and_then(|v| truth(&v)) == Some(Some(true))
+    }
+    has_param(n) && branch(n)
+}
+
+/// Whether an expression holds a parameter (`$1`).
+fn has_param(n: &Node) -> bool {
+    fn value(v: &super::tree::Value) -> bool {
+        match v {
+            super::tree::Value::Node(n) => has_param(n),
+            super::tree::Value::List(items) => items.iter().any(value),
+            _ => false,
+        }
+    }
+    n.kind == "ParamRef" || n.fields.iter().any(|(_, v)| value(v))
+}
+
 /// Whether an expression may depend on the row: it names a column (at any depth, in a
 /// subquery too, where vigil does not tell the row's columns from the subquery's own) or is
 /// `CURRENT OF` a cursor.
