@@ -777,14 +777,7 @@ fn extra_operations(n: &Node, target: Option<Relation>) -> Vec<Operation> {
 
 /// Whether a subtree names a relation (a `RangeVar` anywhere in it).
 fn names_relation(n: &Node) -> bool {
-    fn value(v: &Value) -> bool {
-        match v {
-            Value::Node(n) => names_relation(n),
-            Value::List(items) => items.iter().any(value),
-            _ => false,
-        }
-    }
-    n.kind == "RangeVar" || n.fields.iter().any(|(_, v)| value(v))
+    n.holds(&["RangeVar"])
 }
 
 /// Relations that a statement names by a list of names rather than a `RangeVar`

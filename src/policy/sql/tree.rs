@@ -104,6 +104,18 @@ impl Node {
         matches!(self.get(field), Value::Bool(true))
     }
 
+    /// Whether this node, or any node below it, is of one of these kinds.
+    pub(super) fn holds(&self, kinds: &[&str]) -> bool {
+        fn value(v: &Value, kinds: &[&str]) -> bool {
+            match v {
+                Value::Node(n) => n.holds(kinds),
+                Value::List(items) => items.iter().any(|i| value(i, kinds)),
+                _ => false,
+            }
+        }
+        kinds.contains(&self.kind) || self.fields.iter().any(|(_, v)| value(v, kinds))
+    }
+
     /// Whether the field holds something (a node, a non-empty list).
     pub(super) fn has(&self, field: &str) -> bool {
         match self.get(field) {

@@ -40,28 +40,14 @@ pub(super) fn may_hold_for_every_row(n: &Node) -> bool {
 
 /// Whether an expression holds a parameter (`$1`).
 fn has_param(n: &Node) -> bool {
-    fn value(v: &super::tree::Value) -> bool {
-        match v {
-            super::tree::Value::Node(n) => has_param(n),
-            super::tree::Value::List(items) => items.iter().any(value),
-            _ => false,
-        }
-    }
-    n.kind == "ParamRef" || n.fields.iter().any(|(_, v)| value(v))
+    n.holds(&["ParamRef"])
 }
 
 /// Whether an expression may depend on the row: it names a column (at any depth, in a
 /// subquery too, where vigil does not tell the row's columns from the subquery's own) or is
 /// `CURRENT OF` a cursor.
 fn reads_a_row(n: &Node) -> bool {
-    fn value(v: &super::tree::Value) -> bool {
-        match v {
-            super::tree::Value::Node(n) => reads_a_row(n),
-            super::tree::Value::List(items) => items.iter().any(value),
-            _ => false,
-        }
-    }
-    matches!(n.kind, "ColumnRef" | "CurrentOfExpr") || n.fields.iter().any(|(_, v)| value(v))
+    n.holds(&["ColumnRef", "CurrentOfExpr"])
 }
 
 /// A constant value: `Null`, a boolean, a number, or a string literal (PostgreSQL's "unknown"
