@@ -298,17 +298,21 @@ async fn login(
                 }
             }
             Startup::Cancel(key) => {
-                let held = gw.pg.held.lock().ok().and_then(|m| m.get(&key).copied());
-                if let Some(id) = held {
-                    let why = "cancelled by the client (CancelRequest)";
-                    gw.approvals.cancel(&gw.audit, id, why).await;
-                    return None;
-                }
-                if let Some((settings, upstream_key, _in_flight)) = gw.pg.cancel_target(key) {
-                    if let Err(e) = super::upstream::cancel(&settings, upstream_key).await {
-                        tracing::warn!(error = %e, "forwarding a cancel request failed");
+                // Carried out on its own: the login timeout must not cut it halfway.
+                let gw = gw.clone();
+                tokio::spawn(async move {
+                    let held = gw.pg.held.lock().ok().and_then(|m| m.get(&key).copied());
+                    if let Some(id) = held {
+                        let why = "cancelled by the client (CancelRequest)";
+                        gw.approvals.cancel(&gw.audit, id, why).await;
+                        return;
                     }
-                }
+                    if let Some((settings, upstream_key, _in_flight)) = gw.pg.cancel_target(key) {
+                        if let Err(e) = super::upstream::cancel(&settings, upstream_key).await {
+                            tracing::warn!(error = %e, "forwarding a cancel request failed");
+                        }
+                    }
+                });
                 return None;
             }
             s @ Startup::Startup { .. } => break s,
@@ -350,7 +354,13 @@ async fn login(
     };
 
     // SCRAM-SHA-256 against the user's verifier; an unknown user runs the same exchange.
-    let delay = gw.failures.attempt(peer.ip(), &user);
+    // Per user name for the directory's users, one count for all other names.
+    let counted = if config.directory.user(&user).is_some() {
+        user.as_str()
+    } else {
+        ""
+    };
+    let delay = gw.failures.attempt(peer.ip(), counted);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -394,7 +404,7 @@ async fn login(
             .await;
         return None;
     }
-    gw.failures.attempt_succeeded(peer.ip(), &user);
+    gw.failures.attempt_succeeded(peer.ip(), counted);
     if gw.reloads() != reloads {
         audit(
             "access.refused",
@@ -437,12 +447,14 @@ async fn login(
         }
     };
     // Startup parameters the target gets are SETs: a rule that denies such a SET denies
-    // them too.
+    // them too. One a review rule holds is not sent (nothing can wait for approval at login).
     let roles = config.directory.roles_of(&user).to_vec();
     let policy = gw.policy();
-    for (name, value) in &settings.params {
+    let mut settings = settings;
+    let mut refused = None;
+    settings.params.retain(|(name, value)| {
         if !PASSED_PARAMS.contains(&name.as_str()) {
-            continue;
+            return true;
         }
         let set = format!("SET {name} TO '{}'", value.replace('\'', "''"));
         let d = policy.check_sql(
@@ -450,19 +462,27 @@ async fn login(
             &target_name,
             crate::policy::sql::analyze(&set).as_ref(),
         );
-        if d.action != crate::policy::Action::Allow {
-            audit(
-                "access.refused",
-                format!("startup parameter {name}: {}", d.message),
-            );
-            let _ = stream
-                .write_all(&fatal(
-                    "42501",
-                    &format!("vigil: startup parameter {name}: {}", d.message),
-                ))
-                .await;
-            return None;
+        match d.action {
+            crate::policy::Action::Allow => true,
+            crate::policy::Action::Review => false,
+            crate::policy::Action::Deny => {
+                refused.get_or_insert((name.clone(), d.message));
+                false
+            }
         }
+    });
+    if let Some((name, message)) = refused {
+        audit(
+            "access.refused",
+            format!("startup parameter {name}: {message}"),
+        );
+        let _ = stream
+            .write_all(&fatal(
+                "42501",
+                &format!("vigil: startup parameter {name}: {message}"),
+            ))
+            .await;
+        return None;
     }
     Some((
         super::session::Client {
@@ -472,6 +492,7 @@ async fn login(
             user,
             tls,
             max_len,
+            reloads,
         },
         target,
         settings,

@@ -65,9 +65,6 @@ struct Decided {
     /// It deletes or updates under a condition that may read parameters: a Bind decides it
     /// again with the values (`Relay::bound_refusal`).
     param_where: bool,
-    /// The relations it creates (tables, views, sequences), as `OutputTaint::unknown_relations`
-    /// would name them.
-    creates: Arc<Vec<String>>,
 }
 
 /// A decision cached by a statement string's shape, with each statement's place in the shape's
@@ -119,6 +116,9 @@ pub struct Client {
     pub user: String,
     pub tls: bool,
     pub max_len: usize,
+    /// `Gateway::reloads` when the login was checked (its grant and target settings come
+    /// from that config).
+    pub reloads: u64,
 }
 
 /// SQL sent in place of a refused statement: it fails to parse on every PostgreSQL.
@@ -161,6 +161,7 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         user,
         tls,
         max_len,
+        reloads: login_reloads,
     } = client;
     let (read, mut write) = tokio::io::split(stream);
     let mut reader = FramedRead::new(read, FrontendCodec { max_len });
@@ -196,10 +197,19 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
     };
     // The recording starts (a synced header in the spool) while the target is logged in to.
     // A connection a finished session left in the pool, or a new one.
-    // The config generation the connection is made or taken under: it goes back to the pool
-    // under it, and only if no reload came in between (a replaced CA file or credential must
-    // not be carried past its reload).
-    let generation = gw.reloads();
+    // The config generation the login was checked under: the connection is made or taken
+    // under it, and goes back to the pool only if no reload came in between (a replaced CA
+    // file or credential must not be carried past its reload).
+    let generation = login_reloads;
+    if gw.reloads() != generation {
+        let _ = write
+            .write_all(&fatal(
+                "08004",
+                "vigil: the configuration changed while you logged in; connect again",
+            ))
+            .await;
+        return;
+    }
     let pooled = if target.pool {
         gw.pg.pool.take(&settings, &pool_scope(&user, generation))
     } else {
@@ -372,7 +382,6 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         catalog_stale: false,
         catalog_read: Instant::now(),
         notifications: Vec::new(),
-        created: HashSet::new(),
         unresolved: HashSet::new(),
         executes: 0,
         skipping: false,
@@ -610,9 +619,8 @@ struct Relay {
     catalog_read: Instant,
     /// Notifications that arrived while vigil read the catalog: the client gets them next.
     notifications: Vec<Bytes>,
-    /// Relations this session made since the catalog was read (`Decided::creates`), and the
-    /// relations statements named that the last read of the catalog did not list.
-    created: HashSet<String>,
+    /// The relations statements named that the last read of the catalog did not list: they
+    /// do not make vigil read it again until it is old (they are masked all the same).
     unresolved: HashSet<String>,
     /// Executes so far: pairs each Execute with vigil's Describe before it.
     executes: u64,
@@ -877,13 +885,15 @@ impl Relay {
                     self.reload_catalog(up).await?;
                     decided = self.decide(text);
                     // What a fresh catalog does not list either (a relation that does not
-                    // exist, a sequence...) does not make it read again until it is old.
+                    // exist yet...) does not make it read again until it is old.
                     let still: Vec<String> = self.unlisted(&decided, true).cloned().collect();
                     self.unresolved.extend(still);
                 }
-            } else if decided.unknown && self.unlisted(&decided, false).next().is_some() {
-                // A relation the catalog does not list and this session did not make may be a
-                // view over masked columns that someone made since: every column is masked.
+            }
+            if decided.unknown && self.unlisted(&decided, false).next().is_some() {
+                // A relation the catalog does not list may be a view over masked columns that
+                // someone made since it was read (or, inside a transaction, where vigil cannot
+                // read it, since the transaction began): every column is masked.
                 let taints = decided
                     .taints
                     .iter()
@@ -1063,33 +1073,14 @@ impl Relay {
             }),
             Err(_) => true,
         };
-        let unknown = taints
-            .iter()
-            .any(|t| t.unknown_relations.iter().any(|r| !system_relation(r)));
+        let unknown = taints.iter().any(|t| {
+            t.unknown_relations
+                .iter()
+                .any(|r| !self.catalog.is_system_relation(r))
+        });
         let param_where = analysis
             .as_ref()
             .is_ok_and(|a| a.statements.iter().any(|st| st.params_decide));
-        let creates: Vec<String> = match &analysis {
-            Ok(a) => a
-                .statements
-                .iter()
-                .flat_map(|st| &st.operations)
-                .filter(|op| {
-                    op.kinds.iter().any(|k| {
-                        [
-                            "CREATE TABLE",
-                            "CREATE TABLE AS",
-                            "CREATE VIEW",
-                            "CREATE MATERIALIZED VIEW",
-                            "CREATE SEQUENCE",
-                        ]
-                        .contains(&k.as_str())
-                    })
-                })
-                .filter_map(|op| op.relation.as_ref().map(ToString::to_string))
-                .collect(),
-            Err(_) => Vec::new(),
-        };
         let entry = Decided {
             decision,
             taints: Arc::new(taints),
@@ -1098,7 +1089,6 @@ impl Relay {
             frees,
             unknown,
             param_where,
-            creates: Arc::new(creates),
         };
         if self.cache.len() + self.shapes.len() >= DECISION_CACHE || self.catalog_stale {
             self.cache.clear();
@@ -1392,7 +1382,6 @@ impl Relay {
                         if decided.renames {
                             self.forget_names(decided.frees);
                         }
-                        self.created.extend(decided.creates.iter().cloned());
                         up.feed(frame).await.map_err(|e| e.to_string())?;
                         Some(decided.decision.rule.clone())
                     }
@@ -1422,7 +1411,6 @@ impl Relay {
                     renames,
                     frees,
                     param_where,
-                    creates,
                     ..
                 } = self.reviewed(&text, decided);
                 if held && d.action == Action::Allow {
@@ -1442,7 +1430,6 @@ impl Relay {
                     self.expects.push_back(Expect::Refused(err));
                 } else {
                     self.audit_allowed(text.clone(), d.rule.clone());
-                    self.created.extend(creates.iter().cloned());
                     up.feed(frame).await.map_err(|e| e.to_string())?;
                     self.expects.push_back(Expect::Parse(name.clone()));
                 }
@@ -1656,17 +1643,15 @@ impl Relay {
         Ok(())
     }
 
-    /// The relations `d` names that the catalog does not list, outside the system schemas, that
-    /// this session did not make since the catalog was read; with `fresh`, also not those that
-    /// the last read of the catalog did not list either.
+    /// The relations `d` names that the catalog does not list, outside the system catalogs;
+    /// with `fresh`, not those that the last read of the catalog did not list either.
     fn unlisted<'a>(&'a self, d: &'a Decided, fresh: bool) -> impl Iterator<Item = &'a String> {
         d.taints
             .iter()
             .flat_map(|t| &t.unknown_relations)
             .filter(move |r| {
-                let known = system_relation(r)
-                    || self.created.contains(*r)
-                    || (fresh && self.unresolved.contains(*r));
+                let known =
+                    self.catalog.is_system_relation(r) || (fresh && self.unresolved.contains(*r));
                 !known
             })
     }
@@ -2251,7 +2236,6 @@ impl Relay {
     async fn reload_catalog(&mut self, up: &mut Up) -> Result<(), String> {
         self.catalog_stale = false;
         self.catalog_read = Instant::now();
-        self.created.clear();
         self.unresolved.clear();
         let config = self.gw.config();
         let mut notifications = Vec::new();
@@ -2378,21 +2362,6 @@ fn reads_text_differently(name: &str, value: &str) -> bool {
 
 /// The key of a SQL cursor's columns in `Relay::sql_prepared` (whose other keys are SQL
 /// PREPARE names): no identifier holds a NUL, so no prepared statement's name can be it.
-/// A relation of the system schemas (`pg_catalog.pg_class`, `information_schema.tables`, or
-/// unqualified `pg_...`, which PostgreSQL reserves), as `OutputTaint::unknown_relations`
-/// names it: the catalog does not list these, and they are not made by others in a session's
-/// lifetime.
-fn system_relation(label: &str) -> bool {
-    match label.split_once('.') {
-        Some((schema, _)) => {
-            schema == "pg_catalog"
-                || schema == "information_schema"
-                || schema.starts_with("pg_toast")
-        }
-        None => label.starts_with("pg_"),
-    }
-}
-
 /// Whether a Bind's parameter `i` is in binary format: one format code for all, or one each.
 fn binary_param(formats: &[i16], i: usize) -> bool {
     match formats {
@@ -2558,7 +2527,7 @@ async fn load_catalog(
         "n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg_toast%'";
     // The relations with their columns, the views' definitions and the functions: one round
     // trip (a new session waits for it).
-    let [rels, views, funcs, ops] = simple_result_sets(
+    let [rels, views, funcs, ops, system] = simple_result_sets(
         up,
         [
             format!(
@@ -2591,6 +2560,10 @@ async fn load_catalog(
                  join pg_catalog.pg_namespace opn on opn.oid = o.oprnamespace \
                  where ({SYSTEM}) or opn.nspname not in ('pg_catalog', 'information_schema')"
             ),
+            // The system catalogs' names: not relations someone made since.
+            "select c.relname from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
+             where n.nspname in ('pg_catalog', 'information_schema')"
+                .to_string(),
         ],
         notifications,
     )
@@ -2639,6 +2612,9 @@ async fn load_catalog(
         })
         .collect();
     let operators: Vec<(String, String)> = ops.iter().map(|o| (get(o, 0), get(o, 1))).collect();
+    for r in &system {
+        catalog.add_system_relation(&get(r, 0));
+    }
     // A view may call a function that reads masked data, and a function may read a view
     // derived from masked columns: both grow until neither does.
     loop {

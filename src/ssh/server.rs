@@ -144,7 +144,10 @@ impl Connection {
 #[derive(Default)]
 pub struct Failures {
     by_ip: Mutex<HashMap<IpAddr, (u32, Instant)>>,
-    /// Password attempts per user name (`Failures::attempt`), whatever address they come from.
+    /// Password attempts (`Failures::attempt`, Postgres) per address, apart from the SSH
+    /// key failures above (an SSH login does not clear them), and per user name, whatever
+    /// address they come from.
+    password_by_ip: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     by_user: Mutex<HashMap<String, (u32, Instant)>>,
 }
 
@@ -194,10 +197,13 @@ impl Failures {
     /// A password attempt for `user` from `ip` begins: how long it waits first (the longer of
     /// the address's and the user name's wait). It counts as a failure of both at once, until
     /// `attempt_succeeded` says otherwise, so that attempts made in parallel slow each other
-    /// down too, and guesses spread over many addresses still slow down for the user.
+    /// down too, and guesses spread over many addresses still slow down for the user. The
+    /// caller passes one shared name for every user name it does not know, so that names an
+    /// attacker makes up do not grow the map. The price: anyone can make a known user's logins
+    /// wait (up to `MAX_DELAY`) by failing in that user's name.
     pub fn attempt(&self, ip: IpAddr, user: &str) -> Duration {
         let mut delay = Duration::ZERO;
-        if let Ok(mut map) = self.by_ip.lock() {
+        if let Ok(mut map) = self.password_by_ip.lock() {
             delay = map.get(&ip).map_or(delay, |(n, since)| wait(*n, *since));
             count(&mut map, ip);
         }
@@ -218,7 +224,7 @@ impl Failures {
         if let Ok(mut map) = self.by_user.lock() {
             map.remove(user);
         }
-        if let Ok(mut map) = self.by_ip.lock() {
+        if let Ok(mut map) = self.password_by_ip.lock() {
             if let Some(e) = map.get_mut(&ip) {
                 e.0 = e.0.saturating_sub(1);
             }

@@ -1336,6 +1336,23 @@ fn a_view_made_on_the_target_during_a_session_is_masked_in_it() {
             "ann",
             "the unknown view's columns are all masked"
         );
+        // A CREATE of that name (which fails: it exists) does not vouch for it.
+        client.batch_execute("savepoint s").await.unwrap();
+        assert!(client
+            .batch_execute("create table later_still (x int)")
+            .await
+            .is_err());
+        client
+            .batch_execute("rollback to savepoint s")
+            .await
+            .unwrap();
+        let r = client
+            .query_one("select code from later_still where name = 'ann'", &[])
+            .await
+            .unwrap();
+        assert_eq!(r.get::<_, String>(0), "****");
+        // A table the session makes in the transaction is masked there too (vigil cannot read
+        // the catalog yet), and read as it is once the transaction ended.
         client
             .batch_execute("create temp table mine as select id, name from users")
             .await
@@ -1344,8 +1361,13 @@ fn a_view_made_on_the_target_during_a_session_is_masked_in_it() {
             .query_one("select name from mine where id = 1", &[])
             .await
             .unwrap();
-        assert_eq!(r.get::<_, String>(0), "ann");
+        assert_ne!(r.get::<_, String>(0), "ann");
         client.batch_execute("commit").await.unwrap();
+        let r = client
+            .query_one("select name from mine where id = 1", &[])
+            .await
+            .unwrap();
+        assert_eq!(r.get::<_, String>(0), "ann");
     });
 }
 

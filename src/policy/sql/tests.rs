@@ -882,6 +882,11 @@ fn bound_values_are_written_in_where_the_parameters_are() {
         "UPDATE t SET x = 1 WHERE coalesce($1, false) OR id = 2"
     ));
     assert!(decides("DELETE FROM t WHERE NOT ($1 AND id = 1)"));
+    assert!(decides("DELETE FROM t WHERE ($1 OR id = 1) IS TRUE"));
+    assert!(decides("DELETE FROM t WHERE coalesce($1, id = 1)"));
+    assert!(decides(
+        "DELETE FROM t WHERE CASE WHEN $1 THEN true ELSE id = 1 END"
+    ));
     assert!(!decides("DELETE FROM t WHERE id = $1"));
     assert!(!decides("UPDATE t SET x = x + $1 WHERE id = $2"));
     assert!(!decides("DELETE FROM t WHERE id = $1 AND $2"));

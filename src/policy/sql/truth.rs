@@ -33,7 +33,10 @@ pub(super) fn may_hold_for_every_row(n: &Node) -> bool {
                 _ => args().any(has_param),
             };
         }
-        (has_param(n) && !reads_a_row(n)) || fold(n).and_then(|v| truth(&v)) == Some(Some(true))
+        // A parameter under anything else that also holds a condition (`($1 OR id = 1) IS
+        // TRUE`, `coalesce($1, id = 1)`, `CASE WHEN $1 ...`) may decide it too.
+        (has_param(n) && (!reads_a_row(n) || n.holds(&["BoolExpr", "CaseExpr", "CoalesceExpr"])))
+            || fold(n).and_then(|v| truth(&v)) == Some(Some(true))
     }
     has_param(n) && branch(n)
 }
