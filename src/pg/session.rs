@@ -877,31 +877,19 @@ impl Relay {
         let mut decided = self.decide(text);
         // A catalog that may be behind the target is read again first, when the session
         // is idle (inside a transaction vigil cannot run its own queries).
-        if self.catalog.has_masks() {
-            if self.idle() {
-                let age = self.catalog_read.elapsed();
-                let new = decided.unknown && self.unlisted(&decided, true).next().is_some();
-                if age >= CATALOG_MAX_AGE || (new && age >= CATALOG_MIN_AGE) {
-                    self.reload_catalog(up).await?;
-                    decided = self.decide(text);
-                    // What a fresh catalog does not list either (a relation that does not
-                    // exist yet...) does not make it read again until it is old.
-                    let still: Vec<String> = self.unlisted(&decided, true).cloned().collect();
-                    self.unresolved.extend(still);
-                }
-            }
-            if decided.unknown && self.unlisted(&decided, false).next().is_some() {
-                // A relation the catalog does not list may be a view over masked columns that
-                // someone made since it was read (or, inside a transaction, where vigil cannot
-                // read it, since the transaction began): every column is masked.
-                let taints = decided
-                    .taints
-                    .iter()
-                    .map(|t| t.masking_all(&self.catalog))
-                    .collect();
-                decided.taints = Arc::new(taints);
+        if self.catalog.has_masks() && self.idle() {
+            let age = self.catalog_read.elapsed();
+            let new = decided.unknown && self.unlisted(&decided, true).next().is_some();
+            if age >= CATALOG_MAX_AGE || (new && age >= CATALOG_MIN_AGE) {
+                self.reload_catalog(up).await?;
+                decided = self.decide(text);
+                // What a fresh catalog does not list either (a relation that does not exist
+                // yet...) does not make it read again until it is old.
+                let still: Vec<String> = self.unlisted(&decided, true).cloned().collect();
+                self.unresolved.extend(still);
             }
         }
+        let decided = self.unlisted_masked(decided);
         if decided.decision.action != Action::Review {
             return Ok(Some(decided));
         }
@@ -1365,7 +1353,10 @@ impl Relay {
             Frontend::Query { frame, sql: text } => {
                 let decided = match pre {
                     Some(d) => d,
-                    None => self.decide(&text),
+                    None => {
+                        let d = self.decide(&text);
+                        self.unlisted_masked(d)
+                    }
                 };
                 let decided = self.reviewed(&text, decided);
                 let refused = (decided.decision.action != Action::Allow)
@@ -1402,7 +1393,10 @@ impl Relay {
             } => {
                 let decided = match pre {
                     Some(d) => d,
-                    None => self.decide(&text),
+                    None => {
+                        let d = self.decide(&text);
+                        self.unlisted_masked(d)
+                    }
                 };
                 let held = decided.decision.action == Action::Review;
                 let Decided {
@@ -1641,6 +1635,21 @@ impl Relay {
             Frontend::Terminate { .. } => {}
         }
         Ok(())
+    }
+
+    /// `d`, with every column masked when it names a relation the catalog does not list: it may
+    /// be a view over masked columns that someone made since the catalog was read (or, inside a
+    /// transaction, where vigil cannot read it, since the transaction began).
+    fn unlisted_masked(&self, mut d: Decided) -> Decided {
+        if d.unknown && self.catalog.has_masks() && self.unlisted(&d, false).next().is_some() {
+            let taints = d
+                .taints
+                .iter()
+                .map(|t| t.masking_all(&self.catalog))
+                .collect();
+            d.taints = Arc::new(taints);
+        }
+        d
     }
 
     /// The relations `d` names that the catalog does not list, outside the system catalogs;
