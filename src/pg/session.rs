@@ -1455,21 +1455,28 @@ impl Relay {
                 // fail closed. And a second execution of an approved statement needs its own
                 // approval. Either way the target gets `refused_in_place()` instead of the Bind.
                 self.redecide_after_reload(&statement);
-                let bound = self
-                    .statements
-                    .get(&statement)
-                    .map(|p| (p.sql.clone(), p.taints.clone(), p.decision.clone()));
+                let bound = self.statements.get(&statement).map(|p| {
+                    (
+                        p.sql.clone(),
+                        p.taints.clone(),
+                        p.decision.clone(),
+                        p.param_where,
+                    )
+                });
                 let refusal = match &bound {
                     None => Some("vigil has no decision for this statement name (prepare it with Parse in this session; SQL PREPARE statements run with EXECUTE)"),
                     Some(_) if self.approved_once.get(&statement) == Some(&true) => Some("the approval covered one execution of this prepared statement; prepare it again to ask anew"),
-                    Some((_, _, d)) if d.action != Action::Allow => Some("the policy does not allow this prepared statement (it was refused when prepared, or the config was reloaded since)"),
+                    Some((_, _, d, _)) if d.action != Action::Allow => Some("the policy does not allow this prepared statement (it was refused when prepared, or the config was reloaded since)"),
                     Some(_) => None,
                 };
-                let refusal = refusal
-                    .map(str::to_owned)
-                    .or_else(|| self.bound_refusal(&statement, &params, &param_formats));
+                let refusal = refusal.map(str::to_owned).or_else(|| match &bound {
+                    Some((sql_text, _, _, true)) => {
+                        self.bound_refusal(&statement, sql_text, &params, &param_formats)
+                    }
+                    _ => None,
+                });
                 let (sql_text, taints, decision) = match (bound, refusal) {
-                    (Some(b), None) => b,
+                    (Some((sql_text, taints, decision, _)), None) => (sql_text, taints, decision),
                     (bound, why) => {
                         let d = Decision {
                             action: Action::Deny,
@@ -1672,10 +1679,10 @@ impl Relay {
     fn bound_refusal(
         &self,
         name: &str,
+        sql_text: &str,
         params: &[Option<Bytes>],
         formats: &[i16],
     ) -> Option<String> {
-        let p = self.statements.get(name).filter(|p| p.param_where)?;
         let values = params
             .iter()
             .enumerate()
@@ -1687,11 +1694,11 @@ impl Relay {
                 }
             })
             .collect::<Vec<_>>();
-        let text = sql::bind_literals(&p.sql, &values)?;
-        let analysis = sql::analyze(&text).ok()?;
+        let text = sql::bind_literals(sql_text, &values)?;
+        // (Text that does not analyse is refused when a rule could apply, as at Parse.)
         let d = self
             .policy
-            .check_sql(&self.roles, &self.target, Ok(&analysis));
+            .check_sql(&self.roles, &self.target, sql::analyze(&text).as_ref());
         let approved = self.approved_once.contains_key(name);
         match d.action {
             Action::Deny => Some(format!("with the values bound: {}", d.message)),

@@ -1724,6 +1724,12 @@ impl Analyzer<'_> {
         };
         let root = Scope::ROOT;
         let has_masks = self.cat.has_masks();
+        if has_masks {
+            if let Some(r) = code_refusal(n) {
+                self.refuse(r);
+                return Out::NoRows;
+            }
+        }
         match n {
             N::SelectStmt(_)
             | N::InsertStmt(_)
@@ -1788,98 +1794,6 @@ impl Analyzer<'_> {
                         self.refuse(Refusal::ViewOverMasked(name));
                     }
                 }
-                Out::NoRows
-            }
-            N::DoStmt(_) if has_masks => {
-                self.refuse(Refusal::AnonymousCode);
-                Out::NoRows
-            }
-            N::CreateFunctionStmt(f) if has_masks => {
-                self.refuse(Refusal::CodeDefinition(if f.is_procedure {
-                    "procedure"
-                } else {
-                    "function"
-                }));
-                Out::NoRows
-            }
-            N::CreateTrigStmt(_) | N::CreateEventTrigStmt(_) if has_masks => {
-                self.refuse(Refusal::CodeDefinition("trigger"));
-                Out::NoRows
-            }
-            N::RuleStmt(_) if has_masks => {
-                self.refuse(Refusal::CodeDefinition("rule"));
-                Out::NoRows
-            }
-            // Aggregates, operators and casts call functions under names vigil does not see.
-            N::DefineStmt(d)
-                if has_masks
-                    && (d.kind == pb::ObjectType::ObjectAggregate as i32
-                        || d.kind == pb::ObjectType::ObjectOperator as i32) =>
-            {
-                self.refuse(Refusal::CodeDefinition(
-                    if d.kind == pb::ObjectType::ObjectAggregate as i32 {
-                        "aggregate"
-                    } else {
-                        "operator"
-                    },
-                ));
-                Out::NoRows
-            }
-            N::CreateCastStmt(_) if has_masks => {
-                self.refuse(Refusal::CodeDefinition("cast"));
-                Out::NoRows
-            }
-            // A domain's CHECK runs on every value cast to it (`ssn::d`), where the statement
-            // shows only the cast.
-            N::CreateDomainStmt(d) if has_masks && !d.constraints.is_empty() => {
-                self.refuse(Refusal::NotWhileMasked("a domain with constraints"));
-                Out::NoRows
-            }
-            N::AlterDomainStmt(_) if has_masks => {
-                self.refuse(Refusal::NotWhileMasked("ALTER DOMAIN"));
-                Out::NoRows
-            }
-            // New or changed functions (extensions, languages, conversions, transforms,
-            // operator classes, a function's settings or owner rights) and foreign tables that
-            // may read the masked tables over a loopback server: the catalog vigil read at the
-            // session's start does not describe them.
-            N::CreateExtensionStmt(_)
-            | N::AlterExtensionStmt(_)
-            | N::AlterExtensionContentsStmt(_)
-                if has_masks =>
-            {
-                self.refuse(Refusal::NotWhileMasked(
-                    "installing or changing an extension",
-                ));
-                Out::NoRows
-            }
-            N::AlterFunctionStmt(_) if has_masks => {
-                self.refuse(Refusal::NotWhileMasked("ALTER FUNCTION"));
-                Out::NoRows
-            }
-            N::CreatePlangStmt(_)
-            | N::CreateConversionStmt(_)
-            | N::CreateTransformStmt(_)
-            | N::CreateOpClassStmt(_)
-            | N::AlterOpFamilyStmt(_)
-                if has_masks =>
-            {
-                self.refuse(Refusal::NotWhileMasked(
-                    "defining a language, conversion, transform or operator class",
-                ));
-                Out::NoRows
-            }
-            N::CreateForeignTableStmt(_)
-            | N::ImportForeignSchemaStmt(_)
-            | N::CreateForeignServerStmt(_)
-            | N::AlterForeignServerStmt(_)
-            | N::CreateUserMappingStmt(_)
-            | N::AlterUserMappingStmt(_)
-            | N::CreateFdwStmt(_)
-            | N::AlterFdwStmt(_)
-                if has_masks =>
-            {
-                self.refuse(Refusal::NotWhileMasked("defining foreign data access"));
                 Out::NoRows
             }
             N::RenameStmt(r) => {
@@ -3141,6 +3055,54 @@ impl Shape {
             );
         }
         self.combine(next)
+    }
+}
+
+/// Statements that bring in code or data the catalog read at the session's start does not
+/// describe, refused while masks apply (see the module docs): anonymous code, functions and
+/// what calls functions under other names (triggers, rules, aggregates, operators, casts), a
+/// domain's CHECK (it runs on every value cast to the domain, where the statement shows only
+/// the cast), extensions, changed functions, languages, conversions, transforms, operator
+/// classes, and foreign tables that may read the masked tables over a loopback server.
+fn code_refusal(n: &N) -> Option<Refusal> {
+    let define = |what| Some(Refusal::CodeDefinition(what));
+    let not_while = |what| Some(Refusal::NotWhileMasked(what));
+    match n {
+        N::DoStmt(_) => Some(Refusal::AnonymousCode),
+        N::CreateFunctionStmt(f) => define(if f.is_procedure {
+            "procedure"
+        } else {
+            "function"
+        }),
+        N::CreateTrigStmt(_) | N::CreateEventTrigStmt(_) => define("trigger"),
+        N::RuleStmt(_) => define("rule"),
+        N::DefineStmt(d) if d.kind == pb::ObjectType::ObjectAggregate as i32 => define("aggregate"),
+        N::DefineStmt(d) if d.kind == pb::ObjectType::ObjectOperator as i32 => define("operator"),
+        N::CreateCastStmt(_) => define("cast"),
+        N::CreateDomainStmt(d) if !d.constraints.is_empty() => {
+            not_while("a domain with constraints")
+        }
+        N::AlterDomainStmt(_) => not_while("ALTER DOMAIN"),
+        N::CreateExtensionStmt(_) | N::AlterExtensionStmt(_) | N::AlterExtensionContentsStmt(_) => {
+            not_while("installing or changing an extension")
+        }
+        N::AlterFunctionStmt(_) => not_while("ALTER FUNCTION"),
+        N::CreatePlangStmt(_)
+        | N::CreateConversionStmt(_)
+        | N::CreateTransformStmt(_)
+        | N::CreateOpClassStmt(_)
+        | N::AlterOpFamilyStmt(_) => {
+            not_while("defining a language, conversion, transform or operator class")
+        }
+        N::CreateForeignTableStmt(_)
+        | N::ImportForeignSchemaStmt(_)
+        | N::CreateForeignServerStmt(_)
+        | N::AlterForeignServerStmt(_)
+        | N::CreateUserMappingStmt(_)
+        | N::AlterUserMappingStmt(_)
+        | N::CreateFdwStmt(_)
+        | N::AlterFdwStmt(_) => not_while("defining foreign data access"),
+        _ => None,
     }
 }
 
