@@ -541,6 +541,17 @@ impl Approvals {
     pub async fn wait(&self, audit: &dyn AuditSink, id: u64, ask: &Ask) -> Outcome {
         let mut failures = 0u32;
         loop {
+            // Listened for before the request is read: a change between the read and the wait
+            // below would otherwise wake nobody (`notify_waiters` keeps no permit), and the wait
+            // would last until the next poll.
+            let remote = self.store.changed();
+            let local = self.changed.notified();
+            tokio::pin!(local);
+            local.as_mut().enable();
+            let mut remote_wait = remote.as_deref().map(|n| Box::pin(n.notified()));
+            if let Some(r) = remote_wait.as_mut() {
+                r.as_mut().enable();
+            }
             let a = match self.store.get(id).await {
                 Ok(Some(a)) => a,
                 Ok(None) => return Outcome::Failed(format!("request #{id} vanished")),
@@ -576,15 +587,14 @@ impl Approvals {
                 State::Pending => {
                     let left =
                         Duration::from_millis(u64::try_from(a.expires_ms - now).unwrap_or(0));
-                    let remote = self.store.changed();
                     let elsewhere = async {
-                        match &remote {
-                            Some(n) => n.notified().await,
+                        match remote_wait {
+                            Some(n) => n.await,
                             None => std::future::pending().await,
                         }
                     };
                     tokio::select! {
-                        _ = self.changed.notified() => {}
+                        _ = &mut local => {}
                         _ = elsewhere => {}
                         _ = tokio::time::sleep(self.poll.min(left)) => {}
                     }

@@ -351,16 +351,28 @@ fn extended_protocol_binary_and_cancel_with_tokio_postgres() {
             .unwrap();
         let n: i64 = r.get(0);
         assert_eq!(n, 1);
-        // Cancel: vigil's key maps to the target's.
+        // Cancel: vigil's key maps to the target's. The target ignores a cancel that arrives
+        // before the query runs, so it is sent again until the query ends (each one is
+        // delivered before the next is sent, and the last before the next statement).
         let token = client.cancel_token();
-        let sleeper = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            token.cancel_query(tokio_postgres::NoTls).await
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sleeper = tokio::spawn({
+            let done = done.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    if done.load(std::sync::atomic::Ordering::SeqCst) {
+                        return Ok::<(), tokio_postgres::Error>(());
+                    }
+                    token.cancel_query(tokio_postgres::NoTls).await?;
+                }
+            }
         });
         let err = client
             .execute("select pg_sleep(30)", &[])
             .await
             .unwrap_err();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
         assert_eq!(
             err.code(),
             Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),

@@ -246,7 +246,25 @@ fn kill_9_then_restart_finishes_the_recording_up_to_the_last_flush() {
     wait_until("a chunk is in the store", Duration::from_secs(10), || {
         chunk.exists()
     });
-    std::thread::sleep(Duration::from_millis(600));
+    // Every line is sealed in a chunk in the store (the recording is still open).
+    let store = Store::open(&env.store_url(), &Default::default()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    wait_until(
+        "the last line is in the store",
+        Duration::from_secs(10),
+        || {
+            rt.block_on(reader::load(
+                &store,
+                &id,
+                Some(&env.secret),
+                &Trust::default(),
+                true,
+            ))
+            .ok()
+            .and_then(|l| l.events().ok())
+            .is_some_and(|e| format!("{e:?}").contains("flushed line 4"))
+        },
+    );
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(!env.path("store").join(layout::trailer(&id)).exists());
