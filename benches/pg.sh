@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Postgres benchmark, measured in one run with pgbench against the same PostgreSQL 15 (1) directly,
-# (2) through vigil (SCRAM login, recording on, a deny rule and a masked column in force) and
-# (3) through pgbouncer (pool_mode = session, the peer): select-only in simple and prepared
-# protocol, the default TPC-B-like mix in simple and prepared protocol, each with 1 client and
-# with CLIENTS clients, and connection setup rate (a new connection per transaction). Prints TPS,
-# the proxy's CPU per statement (user + system time of the vigil or pgbouncer process over the
-# run, divided by the statements pgbench completed) and the ratios vigil/direct and
-# vigil/pgbouncer in one table, vigil's RSS, and vigil's RSS per idle client with IDLE clients
+# (2) through vigil (SCRAM login, recording on, a deny rule and a masked column in force),
+# (3) through pgbouncer (pool_mode = session, the peer) and (4) through the relay floor
+# (examples/relay_floor.rs: a tokio relay that only copies bytes, what any tokio proxy pays
+# here before doing work of its own): select-only in simple and prepared protocol, the default
+# TPC-B-like mix in simple and prepared protocol, each with 1 client and with CLIENTS clients,
+# and connection setup rate (a new connection per transaction). Prints TPS, the proxy's CPU per
+# statement (user + system time of the vigil, pgbouncer or relay process over the run, divided
+# by the statements pgbench completed) and the ratios vigil/direct, vigil/pgbouncer and
+# relay/pgbouncer in one table, vigil's RSS, and vigil's RSS per idle client with IDLE clients
 # connected at once.
-# Each configuration runs ROUNDS times, the three endpoints one after the other in an order that
+# Each configuration runs ROUNDS times, the four endpoints one after the other in an order that
 # turns each round (so that none always runs first, on a cooler or warmer machine); the table
 # shows each endpoint's median TPS, latency and CPU, and the ratios of the medians. Single runs
 # on this 2-core machine move 10-20% from one to the next.
@@ -58,8 +60,9 @@ else
   OWNER=
 fi
 
-cargo build --release --quiet
+cargo build --release --quiet --bin vigil --example relay_floor
 V=$PWD/target/release/vigil
+RELAY=$PWD/target/release/examples/relay_floor
 PGBENCH=$PG_BIN/pgbench
 
 DIR=$(mktemp -d /tmp/vigil-pgbench-XXXXXX)
@@ -208,15 +211,31 @@ for _ in $(seq 100); do
 done
 [ -n "$ok" ] || { cat "$DIR/bouncer/stdout.log" "$DIR/bouncer/pgbouncer.log" 2> /dev/null; die "pgbouncer did not accept a login"; }
 
+# The floor: a tokio relay that only copies bytes (examples/relay_floor.rs), the client logging
+# in to PostgreSQL itself as app. What it costs is what any tokio proxy pays here before doing
+# any work of its own.
+RELAY_PORT=$(free_port)
+"$RELAY" "127.0.0.1:$RELAY_PORT" "127.0.0.1:$PG_PORT" > "$DIR/relay.log" 2>&1 &
+RELAY_PID=$!
+PIDS+=($RELAY_PID)
+RELAY_CONN="host=127.0.0.1 port=$RELAY_PORT user=app dbname=appdb"
+ok=
+for _ in $(seq 100); do
+  if PGPASSWORD=$APP_PW psql -X -At "$RELAY_CONN" -c "select 1" > /dev/null 2>&1; then ok=1; break; fi
+  sleep 0.1
+done
+[ -n "$ok" ] || { cat "$DIR/relay.log"; die "the relay floor did not pass a login through"; }
 declare -A CONN PW
 CONN[direct]=$DIRECT_CONN; PW[direct]=$APP_PW
 CONN[vigil]=$VIGIL_CONN; PW[vigil]=$BENCH_PW
 CONN[vigil-rw]="host=127.0.0.1 port=$VIGIL_PORT user=bench-rw dbname=appdb"; PW[vigil-rw]=$BENCH_PW
 CONN[pgbouncer]=$BOUNCER_CONN; PW[pgbouncer]=$BENCH_PW
+CONN[relay]=$RELAY_CONN; PW[relay]=$APP_PW
 declare -A PROC
 PROC[vigil]=$VIGIL_PID
 PROC[pgbouncer]=$BOUNCER_PID
-ENDPOINTS=(direct vigil pgbouncer)
+PROC[relay]=$RELAY_PID
+ENDPOINTS=(direct vigil pgbouncer relay)
 MODES=(select-simple select-prepared tpcb-simple tpcb-prepared connect)
 declare -A ARGS LABEL STMTS
 ARGS[select-simple]="-S -M simple -T $SECS"
@@ -253,9 +272,10 @@ for mode in "${MODES[@]}"; do
   for c in "${counts[@]}"; do
     RUNS+=("$mode,$c")
     for round in $(seq "$ROUNDS"); do
-      # Round 1: direct, vigil, pgbouncer; round 2: vigil, pgbouncer, direct; and so on.
+      # Round 1: direct, vigil, pgbouncer, relay; round 2: vigil, pgbouncer, relay, direct; ...
       order=()
-      for i in 0 1 2; do order+=("${ENDPOINTS[$(((i + round - 1) % 3))]}"); done
+      n=${#ENDPOINTS[@]}
+      for i in $(seq 0 $((n - 1))); do order+=("${ENDPOINTS[$(((i + round - 1) % n))]}"); done
       for ep in "${order[@]}"; do
         case "$mode" in tpcb-*)
           # What pgbench does itself without -n, done directly so every endpoint starts alike.
@@ -347,12 +367,12 @@ ratio() {
 }
 echo
 echo "Medians of $ROUNDS rounds (ratios are of the medians):"
-echo "| mode | clients | direct TPS | vigil TPS | pgbouncer TPS | vigil/direct | vigil/pgbouncer | proxy CPU us/statement vigil / pgbouncer | latency avg ms direct / vigil / pgbouncer |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| mode | clients | direct TPS | vigil TPS | pgbouncer TPS | relay floor TPS | vigil/direct | vigil/pgbouncer | relay floor/pgbouncer | proxy CPU us/statement vigil / pgbouncer / relay floor | latency avg ms direct / vigil / pgbouncer / relay floor |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for run in "${RUNS[@]}"; do
   mode=${run%,*}; c=${run#*,}
-  d=${TPS[$run,direct]}; v=${TPS[$run,vigil]}; b=${TPS[$run,pgbouncer]}
-  echo "| ${LABEL[$mode]} | $c | $d | $v | $b | $(ratio "$v" "$d") | $(ratio "$v" "$b") | ${CPU[$run,vigil]} / ${CPU[$run,pgbouncer]} | ${LAT[$run,direct]} / ${LAT[$run,vigil]} / ${LAT[$run,pgbouncer]} |"
+  d=${TPS[$run,direct]}; v=${TPS[$run,vigil]}; b=${TPS[$run,pgbouncer]}; r=${TPS[$run,relay]}
+  echo "| ${LABEL[$mode]} | $c | $d | $v | $b | $r | $(ratio "$v" "$d") | $(ratio "$v" "$b") | $(ratio "$r" "$b") | ${CPU[$run,vigil]} / ${CPU[$run,pgbouncer]} / ${CPU[$run,relay]} | ${LAT[$run,direct]} / ${LAT[$run,vigil]} / ${LAT[$run,pgbouncer]} / ${LAT[$run,relay]} |"
 done
 echo
 echo "vigil RSS: ${RSS_IDLE} KiB idle after start, ${RSS_LOAD:-?} KiB during $CLIENTS-client select-only, ${RSS_AFTER} KiB after the runs, peak (VmHWM) ${RSS_PEAK} KiB"

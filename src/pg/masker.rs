@@ -175,6 +175,34 @@ impl Masker {
         body: &[u8],
         masks: &[Option<ColumnMask>],
     ) -> Result<Bytes, MaskError> {
+        let mut out = BytesMut::with_capacity(body.len());
+        self.rewrite_data_row_into(body, masks, &mut out)?;
+        Ok(out.freeze())
+    }
+
+    /// `rewrite_data_row`, as a whole DataRow message (tag and length) in one buffer.
+    pub fn rewrite_data_row_message(
+        &self,
+        body: &[u8],
+        masks: &[Option<ColumnMask>],
+    ) -> Result<Bytes, MaskError> {
+        let mut out = BytesMut::with_capacity(body.len() + 5);
+        out.put_u8(b'D');
+        out.put_u32(0);
+        self.rewrite_data_row_into(body, masks, &mut out)?;
+        let len = u32::try_from(out.len() - 1).map_err(|_| MaskError::ValueTooLong)?;
+        if let Some(field) = out.get_mut(1..5) {
+            field.copy_from_slice(&len.to_be_bytes());
+        }
+        Ok(out.freeze())
+    }
+
+    fn rewrite_data_row_into(
+        &self,
+        body: &[u8],
+        masks: &[Option<ColumnMask>],
+        out: &mut BytesMut,
+    ) -> Result<(), MaskError> {
         let (head, mut rest) = body
             .split_first_chunk::<2>()
             .ok_or(MaskError::MissingColumnCount)?;
@@ -183,7 +211,6 @@ impl Masker {
         if count != masks.len() {
             return Err(MaskError::ColumnCount(count, masks.len()));
         }
-        let mut out = BytesMut::with_capacity(body.len());
         out.put_slice(head);
         for (column, mask) in masks.iter().enumerate() {
             let (len, after) = rest
@@ -219,14 +246,14 @@ impl Masker {
                     } else {
                         self.mask_text(m.method, m.type_oid, value)
                     };
-                    put_value(&mut out, masked.as_deref())?;
+                    put_value(out, masked.as_deref())?;
                 }
             }
         }
         if !rest.is_empty() {
             return Err(MaskError::TrailingBytes(rest.len()));
         }
-        Ok(out.freeze())
+        Ok(())
     }
 
     /// Rewrites one row of `COPY ... TO STDOUT` in text format (the payload of one CopyData
@@ -721,6 +748,14 @@ mod tests {
         assert_eq!(got.as_ref(), want.as_slice());
         // The output is itself a well-formed row.
         assert!(masker().rewrite_data_row(&got, &[None; 5]).is_ok());
+        // As a whole message: tag, length (itself included), the same body.
+        let message = masker().rewrite_data_row_message(&body, &masks).unwrap();
+        assert_eq!(message[0], b'D');
+        assert_eq!(&message[1..5], &(want.len() as u32 + 4).to_be_bytes());
+        assert_eq!(&message[5..], want.as_slice());
+        assert!(masker()
+            .rewrite_data_row_message(&body[..3], &masks)
+            .is_err());
     }
 
     #[test]

@@ -1490,7 +1490,9 @@ impl Relay {
                     }
                 };
                 // Portals and SQL cursors share one namespace too.
-                self.sql_prepared.remove(&cursor_key(&portal));
+                if !self.sql_prepared.is_empty() {
+                    self.sql_prepared.remove(&cursor_key(&portal));
+                }
                 if let Some(used) = self.approved_once.get_mut(&statement) {
                     *used = true;
                 }
@@ -1905,8 +1907,8 @@ impl Relay {
                 // What the client gets: the row as it came, or rebuilt with its masked values.
                 let masked = if run.plan.iter().any(Option::is_some) {
                     let body = row.frame().get(5..).unwrap_or_default();
-                    let rebuilt = match self.masker.rewrite_data_row(body, &run.plan) {
-                        Ok(b) => message(b'D', &b),
+                    let rebuilt = match self.masker.rewrite_data_row_message(body, &run.plan) {
+                        Ok(b) => b,
                         Err(e) => return Err(format!("cannot mask a row: {e}")),
                     };
                     match backend::parse_frame(rebuilt) {
