@@ -80,6 +80,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 chmod 755 "$DIR"
+# Whether a psql login with conninfo $1 and password $2 succeeds within 10 s.
+accepts_login() {
+  local _
+  for _ in $(seq 100); do
+    if PGPASSWORD=$2 psql -X -At "$1" -c "select 1" > /dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PG_PORT=$(free_port)
 VIGIL_PORT=$(free_port)
@@ -166,12 +175,7 @@ export APPDB_PASSWORD=$APP_PW
 VIGIL_PID=$!
 PIDS+=($VIGIL_PID)
 VIGIL_CONN="host=127.0.0.1 port=$VIGIL_PORT user=bench dbname=appdb"
-ok=
-for _ in $(seq 100); do
-  if PGPASSWORD=$BENCH_PW psql -X -At "$VIGIL_CONN" -c "select 1" > /dev/null 2>&1; then ok=1; break; fi
-  sleep 0.1
-done
-[ -n "$ok" ] || { cat "$DIR/vigil/vigil.log"; die "vigil did not accept a psql login on port $VIGIL_PORT"; }
+accepts_login "$VIGIL_CONN" "$BENCH_PW" || { cat "$DIR/vigil/vigil.log"; die "vigil did not accept a psql login on port $VIGIL_PORT"; }
 # The policy and the mask are in force (and the figures below pay for them).
 out=$(PGPASSWORD=$BENCH_PW psql -X -At "$VIGIL_CONN" -c "drop table pgbench_history" 2>&1) \
   && die "vigil let DROP through: $out"
@@ -204,12 +208,7 @@ echo "\"bench\" \"$BENCH_PW\"" > "$DIR/bouncer/userlist.txt"
 BOUNCER_PID=$!
 PIDS+=($BOUNCER_PID)
 BOUNCER_CONN="host=127.0.0.1 port=$BOUNCER_PORT user=bench dbname=appdb"
-ok=
-for _ in $(seq 100); do
-  if PGPASSWORD=$BENCH_PW psql -X -At "$BOUNCER_CONN" -c "select 1" > /dev/null 2>&1; then ok=1; break; fi
-  sleep 0.1
-done
-[ -n "$ok" ] || { cat "$DIR/bouncer/stdout.log" "$DIR/bouncer/pgbouncer.log" 2> /dev/null; die "pgbouncer did not accept a login"; }
+accepts_login "$BOUNCER_CONN" "$BENCH_PW" || { cat "$DIR/bouncer/stdout.log" "$DIR/bouncer/pgbouncer.log" 2> /dev/null; die "pgbouncer did not accept a login"; }
 
 # The floor: a tokio relay that only copies bytes (examples/relay_floor.rs), the client logging
 # in to PostgreSQL itself as app. What it costs is what any tokio proxy pays here before doing
@@ -219,12 +218,7 @@ RELAY_PORT=$(free_port)
 RELAY_PID=$!
 PIDS+=($RELAY_PID)
 RELAY_CONN="host=127.0.0.1 port=$RELAY_PORT user=app dbname=appdb"
-ok=
-for _ in $(seq 100); do
-  if PGPASSWORD=$APP_PW psql -X -At "$RELAY_CONN" -c "select 1" > /dev/null 2>&1; then ok=1; break; fi
-  sleep 0.1
-done
-[ -n "$ok" ] || { cat "$DIR/relay.log"; die "the relay floor did not pass a login through"; }
+accepts_login "$RELAY_CONN" "$APP_PW" || { cat "$DIR/relay.log"; die "the relay floor did not pass a login through"; }
 declare -A CONN PW
 CONN[direct]=$DIRECT_CONN; PW[direct]=$APP_PW
 CONN[vigil]=$VIGIL_CONN; PW[vigil]=$BENCH_PW
