@@ -54,6 +54,8 @@ pub struct Shared {
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// Target connections between sessions (`pool.rs`).
     pub pool: super::pool::Pool,
+    /// The system relations' names per target and server version (`session::load_catalog`).
+    pub system_relations: super::session::SystemRelations,
     /// Cancels being forwarded, by the target's backend key: a connection goes back to the
     /// pool only when none is in flight for it.
     cancelling: Mutex<HashMap<BackendKey, u32>>,
@@ -82,6 +84,7 @@ impl Shared {
             mock: MockKey::derive(secret),
             tls,
             pool: Default::default(),
+            system_relations: Default::default(),
             cancelling: Mutex::new(HashMap::new()),
         })
     }

@@ -239,7 +239,16 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         let answered = if !mask_settings.is_empty() {
             // (A connection from the pool listens on nothing: DISCARD ALL.)
             let mut none = Vec::new();
-            let read = load_catalog(&mut idle.up, &config, &target.name, &roles, &mut none);
+            let key = system_key(&target.name, &idle.params);
+            let system = (&gw.pg.system_relations, key.as_str());
+            let read = load_catalog(
+                &mut idle.up,
+                &config,
+                &target.name,
+                &roles,
+                system,
+                &mut none,
+            );
             tokio::time::timeout(super::pool::CHECK_TIMEOUT, read)
                 .await
                 .ok()
@@ -318,7 +327,14 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         Some(c) => Ok(c),
         None => tokio::time::timeout(
             CATALOG_TIMEOUT,
-            load_catalog(&mut up, &config, &target.name, &roles, &mut Vec::new()),
+            load_catalog(
+                &mut up,
+                &config,
+                &target.name,
+                &roles,
+                (&gw.pg.system_relations, &system_key(&target.name, &params)),
+                &mut Vec::new(),
+            ),
         )
         .await
         .unwrap_or_else(|_| Err("the catalog did not answer in time".into())),
@@ -2259,7 +2275,17 @@ impl Relay {
         let mut notifications = Vec::new();
         let c = tokio::time::timeout(
             CATALOG_TIMEOUT,
-            load_catalog(up, &config, &self.target, &self.roles, &mut notifications),
+            load_catalog(
+                up,
+                &config,
+                &self.target,
+                &self.roles,
+                (
+                    &self.gw.pg.system_relations,
+                    &system_key(&self.target, &self.upstream_params),
+                ),
+                &mut notifications,
+            ),
         )
         .await
         .map_err(|_| "the catalog did not answer in time".to_string())??;
@@ -2427,6 +2453,42 @@ fn frame_describe_portal(portal: &str) -> Bytes {
     b.freeze()
 }
 
+/// The names of the relations of `pg_catalog` and `information_schema`, read once per target
+/// and server version and shared by the sessions: about 200 names, which read by every session
+/// made each new session's catalog answer longer and each idle session 20 KiB larger.
+#[derive(Default)]
+pub struct SystemRelations(
+    std::sync::Mutex<std::collections::HashMap<String, Arc<HashSet<String>>>>,
+);
+
+impl SystemRelations {
+    fn get(&self, key: &str) -> Option<Arc<HashSet<String>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    fn keep(&self, key: &str, names: Arc<HashSet<String>>) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Targets times server versions: bounded all the same.
+        if m.len() >= 1024 {
+            m.clear();
+        }
+        m.insert(key.to_owned(), names);
+    }
+}
+
+/// The `SystemRelations` key of a target connection: the target and the server's version.
+fn system_key(target: &str, params: &[(String, String)]) -> String {
+    let version = params
+        .iter()
+        .find(|(k, _)| k == "server_version")
+        .map_or("", |(_, v)| v.as_str());
+    format!("{target}\0{version}")
+}
+
 /// The rows (as text) of each of `N` catalog queries, sent as one simple Query (one implicit
 /// transaction, one round trip).
 async fn simple_result_sets<const N: usize>(
@@ -2526,6 +2588,7 @@ async fn load_catalog(
     config: &crate::config::Config,
     target: &str,
     roles: &[String],
+    system: (&SystemRelations, &str),
     notifications: &mut Vec<Bytes>,
 ) -> Result<MaskCatalog, String> {
     let mut catalog = MaskCatalog::new();
@@ -2545,9 +2608,7 @@ async fn load_catalog(
         "n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg_toast%'";
     // The relations with their columns, the views' definitions and the functions: one round
     // trip (a new session waits for it).
-    let [rels, views, funcs, ops, system] = simple_result_sets(
-        up,
-        [
+    let queries = [
             format!(
                 "select c.oid, n.nspname, c.relname, c.relkind, a.attnum, a.attname \
                  from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
@@ -2578,14 +2639,28 @@ async fn load_catalog(
                  join pg_catalog.pg_namespace opn on opn.oid = o.oprnamespace \
                  where ({SYSTEM}) or opn.nspname not in ('pg_catalog', 'information_schema')"
             ),
-            // The system catalogs' names: not relations someone made since.
-            "select c.relname from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
-             where n.nspname in ('pg_catalog', 'information_schema')"
-                .to_string(),
-        ],
-        notifications,
-    )
-    .await?;
+    ];
+    // The system catalogs' names (not relations someone made since): read once per target and
+    // server version.
+    let (cache, key) = system;
+    let ([rels, views, funcs, ops], system) = match cache.get(key) {
+        Some(names) => (simple_result_sets(up, queries, notifications).await?, names),
+        None => {
+            let [q0, q1, q2, q3] = queries;
+            let names = "select c.relname from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
+                 where n.nspname in ('pg_catalog', 'information_schema') and c.relkind in ('r','v','m','p','f','S')"
+                .to_string();
+            let [r0, r1, r2, r3, names] =
+                simple_result_sets(up, [q0, q1, q2, q3, names], notifications).await?;
+            let names: HashSet<String> = names
+                .into_iter()
+                .filter_map(|r| r.into_iter().next().flatten())
+                .collect();
+            let names = Arc::new(names);
+            cache.keep(key, names.clone());
+            ([r0, r1, r2, r3], names)
+        }
+    };
     let mut current: Option<RelRows> = None;
     let flush = |catalog: &mut MaskCatalog, cur: Option<RelRows>| {
         if let Some((oid, schema, name, view, cols)) = cur {
@@ -2630,9 +2705,7 @@ async fn load_catalog(
         })
         .collect();
     let operators: Vec<(String, String)> = ops.iter().map(|o| (get(o, 0), get(o, 1))).collect();
-    for r in &system {
-        catalog.add_system_relation(&get(r, 0));
-    }
+    catalog.set_system_relations(system);
     // A view may call a function that reads masked data, and a function may read a view
     // derived from masked columns: both grow until neither does.
     loop {

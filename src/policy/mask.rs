@@ -260,8 +260,9 @@ pub struct MaskCatalog {
     functions: HashMap<String, FunctionRisk>,
     /// User-defined operators by name, rated by the functions that implement them.
     operators: HashMap<String, FunctionRisk>,
-    /// Names of the relations in `pg_catalog` and `information_schema`.
-    system: std::collections::HashSet<String>,
+    /// Names of the relations in `pg_catalog` and `information_schema` (the same for every
+    /// session on a server: shared, see `set_system_relations`).
+    system: std::sync::Arc<std::collections::HashSet<String>>,
     /// `strongest()`, computed once (the proxy asks for every row); every method that changes
     /// a mask or a relation empties it.
     strongest: std::sync::OnceLock<Option<Method>>,
@@ -413,7 +414,16 @@ impl MaskCatalog {
 
     /// A relation of `pg_catalog` or `information_schema` (the proxy lists their names).
     pub fn add_system_relation(&mut self, name: &str) {
-        self.system.insert(name.to_owned());
+        std::sync::Arc::make_mut(&mut self.system).insert(name.to_owned());
+    }
+
+    /// The names of the relations of `pg_catalog` and `information_schema`, as read once for
+    /// the server (they change only with its version).
+    pub fn set_system_relations(
+        &mut self,
+        names: std::sync::Arc<std::collections::HashSet<String>>,
+    ) {
+        self.system = names;
     }
 
     /// Whether a relation as `OutputTaint::unknown_relations` names it (`schema.name` or

@@ -110,22 +110,12 @@ impl PgServer {
         )
         .unwrap();
 
-        let port = free_port();
-        let mut args = vec![
-            "-c".to_string(),
-            "listen_addresses=127.0.0.1".into(),
-            "-c".into(),
-            format!("port={port}"),
-            "-c".into(),
-            format!("unix_socket_directories={}", dir.path().display()),
-            "-c".into(),
-            "fsync=off".into(),
-        ];
         let mut ca_file = None;
+        let mut tls_args = Vec::new();
         if ssl {
             let (ca, cert, key) = certificates(dir.path(), &owner);
-            args.extend([
-                "-c".into(),
+            tls_args.extend([
+                "-c".to_string(),
                 "ssl=on".into(),
                 "-c".into(),
                 format!("ssl_cert_file={}", cert.display()),
@@ -135,47 +125,69 @@ impl PgServer {
             ca_file = Some(ca);
         }
         let log_path = dir.path().join("postgres.log");
-        let log = File::create(&log_path).unwrap();
-        let child = owner
-            .command(&Path::new(PG_BIN).join("postgres"))
-            .arg("-D")
-            .arg(&data)
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut server = PgServer {
-            port,
-            dir,
-            ca_file,
-            child,
-        };
-        server.wait_ready(&log_path);
-        server
+        // The free port can be taken by another test before postgres binds it: then postgres
+        // exits saying so, and starts again on another port.
+        for attempt in 1.. {
+            let port = free_port();
+            let mut args = vec![
+                "-c".to_string(),
+                "listen_addresses=127.0.0.1".into(),
+                "-c".into(),
+                format!("port={port}"),
+                "-c".into(),
+                format!("unix_socket_directories={}", dir.path().display()),
+                "-c".into(),
+                "fsync=off".into(),
+            ];
+            args.extend(tls_args.iter().cloned());
+            let log = File::create(&log_path).unwrap();
+            let mut child = owner
+                .command(&Path::new(PG_BIN).join("postgres"))
+                .arg("-D")
+                .arg(&data)
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            match wait_ready(&mut child, &log_path) {
+                Ok(()) => {
+                    return PgServer {
+                        port,
+                        dir,
+                        ca_file,
+                        child,
+                    }
+                }
+                Err(text) if attempt < 5 && text.contains("Address already in use") => continue,
+                Err(text) => panic!("postgres exited before it was ready:\n{text}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
     }
 
     /// `127.0.0.1:port`.
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+}
 
-    fn wait_ready(&mut self, log: &Path) {
-        let start = Instant::now();
-        loop {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            if text.contains("database system is ready to accept connections") {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("postgres exited ({status}) before it was ready:\n{text}");
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "postgres not ready after 30s:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+/// Waits until postgres says it accepts connections; `Err` with its log when it exited first.
+fn wait_ready(child: &mut Child, log: &Path) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains("database system is ready to accept connections") {
+            return Ok(());
         }
+        if let Some(status) = child.try_wait().unwrap() {
+            return Err(format!("({status}) {text}"));
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "postgres not ready after 30s:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
