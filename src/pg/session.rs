@@ -399,6 +399,7 @@ pub async fn run(gw: Arc<Gateway>, client: Client, target: Target, settings: Ups
         catalog_read: Instant::now(),
         notifications: Vec::new(),
         unresolved: HashSet::new(),
+        may_shadow: false,
         executes: 0,
         skipping: false,
         copy_in: false,
@@ -638,6 +639,10 @@ struct Relay {
     /// The relations statements named that the last read of the catalog did not list: they
     /// do not make vigil read it again until it is old (they are masked all the same).
     unresolved: HashSet<String>,
+    /// A statement of this session may have made a relation (a temporary one is searched
+    /// before `pg_catalog`) or changed the search path: an unqualified name is no longer taken
+    /// for a system catalog (`Relay::system_relation`).
+    may_shadow: bool,
     /// Executes so far: pairs each Execute with vigil's Describe before it.
     executes: u64,
     /// The target failed an extended-protocol message and discards everything up to the next
@@ -1058,6 +1063,26 @@ impl Relay {
             if a.statements.iter().any(|s| s.kinds.iter().any(ddl)) {
                 self.catalog_stale = true;
             }
+            // Decided, not yet run (perhaps never): taken as run, for good.
+            let shadows = |k: &String| {
+                ["CREATE", "ALTER", "IMPORT"]
+                    .iter()
+                    .any(|p| k.starts_with(p))
+                    || k == "SET SEARCH_PATH"
+                    || k == "RESET SEARCH_PATH"
+            };
+            if !self.may_shadow && a.statements.iter().any(|s| s.kinds.iter().any(shadows)) {
+                self.may_shadow = true;
+                // What was analysed before trusted unqualified system names (the target
+                // resolves a prepared statement's names again when its search path changes):
+                // prepared statements are decided again at their next Bind, and bound portals
+                // lose their taint, as after a catalog read.
+                self.reloads += 1;
+                self.sql_prepared.clear();
+                for p in self.portals.values_mut() {
+                    p.taints = Arc::new(Vec::new());
+                }
+            }
         }
         let renames = match &analysis {
             Ok(a) => a.statements.iter().any(|st| {
@@ -1077,11 +1102,9 @@ impl Relay {
             }),
             Err(_) => true,
         };
-        let unknown = taints.iter().any(|t| {
-            t.unknown_relations
-                .iter()
-                .any(|r| !self.catalog.is_system_relation(r))
-        });
+        let unknown = taints
+            .iter()
+            .any(|t| t.unknown_relations.iter().any(|r| !self.system_relation(r)));
         let param_where = analysis
             .as_ref()
             .is_ok_and(|a| a.statements.iter().any(|st| st.params_decide));
@@ -1677,6 +1700,13 @@ impl Relay {
         d
     }
 
+    /// Whether a relation a statement names as `label` (`OutputTaint::unknown_relations`) is a
+    /// system catalog: `MaskCatalog::is_system_relation`, and unqualified only while no
+    /// statement of this session may have shadowed one (`may_shadow`).
+    fn system_relation(&self, label: &str) -> bool {
+        (!self.may_shadow || label.contains('.')) && self.catalog.is_system_relation(label)
+    }
+
     /// The relations `d` names that the catalog does not list, outside the system catalogs;
     /// with `fresh`, not those that the last read of the catalog did not list either.
     fn unlisted<'a>(&'a self, d: &'a Decided, fresh: bool) -> impl Iterator<Item = &'a String> {
@@ -1684,8 +1714,7 @@ impl Relay {
             .iter()
             .flat_map(|t| &t.unknown_relations)
             .filter(move |r| {
-                let known =
-                    self.catalog.is_system_relation(r) || (fresh && self.unresolved.contains(*r));
+                let known = self.system_relation(r) || (fresh && self.unresolved.contains(*r));
                 !known
             })
     }
@@ -2491,17 +2520,20 @@ fn system_key(target: &str, params: &[(String, String)]) -> String {
 
 /// The rows (as text) of each of `N` catalog queries, sent as one simple Query (one implicit
 /// transaction, one round trip).
+/// Also returns the session's `search_path` as it was before the queries set theirs.
 async fn simple_result_sets<const N: usize>(
     up: &mut Up,
     queries: [String; N],
     notifications: &mut Vec<Bytes>,
-) -> Result<[Vec<Vec<Option<String>>>; N], String> {
+) -> Result<([Vec<Vec<Option<String>>>; N], String), String> {
     // The client controls its session (search_path, temporary objects, operators): the catalog
     // queries name everything in pg_catalog and run with search_path = pg_catalog for their own
     // implicit transaction (vigil reads the catalog only outside transaction blocks).
     // A statement_timeout the client set does not apply to them either.
+    // The target list is evaluated in its order: the client's search_path comes first.
     let mut sql_text = String::from(
-        "select pg_catalog.set_config('search_path', 'pg_catalog', true), \
+        "select pg_catalog.current_setting('search_path'), \
+         pg_catalog.set_config('search_path', 'pg_catalog', true), \
          pg_catalog.set_config('statement_timeout', '0', true)",
     );
     for q in &queries {
@@ -2512,14 +2544,22 @@ async fn simple_result_sets<const N: usize>(
         .await
         .map_err(|e| e.to_string())?;
     let mut sets: [Vec<Vec<Option<String>>>; N] = std::array::from_fn(|_| Vec::new());
-    // The first RowDescription is set_config's: its row is not kept.
+    // The first RowDescription is set_config's: its row gives the search_path only.
     let mut described = 0usize;
+    let mut search_path = None;
     let mut error = None;
     loop {
         match up.next().await {
             None => return Err("the target closed the connection".into()),
             Some(Err(e)) => return Err(e.to_string()),
             Some(Ok(Backend::RowDescription { .. })) => described += 1,
+            Some(Ok(Backend::DataRow(r))) if described == 1 => {
+                search_path = r
+                    .values()
+                    .next()
+                    .flatten()
+                    .map(|b| String::from_utf8_lossy(b).into_owned());
+            }
             Some(Ok(Backend::DataRow(r))) => {
                 if let Some(set) = described.checked_sub(2).and_then(|i| sets.get_mut(i)) {
                     set.push(
@@ -2543,7 +2583,10 @@ async fn simple_result_sets<const N: usize>(
             described.saturating_sub(1),
             N
         )),
-        None => Ok(sets),
+        None => match search_path {
+            Some(path) => Ok((sets, path)),
+            None => Err("the catalog queries did not show the search_path".into()),
+        },
     }
 }
 
@@ -2643,14 +2686,16 @@ async fn load_catalog(
     // The system catalogs' names (not relations someone made since): read once per target and
     // server version.
     let (cache, key) = system;
-    let ([rels, views, funcs, ops], system) = match cache.get(key) {
+    let (([rels, views, funcs, ops], search_path), system) = match cache.get(key) {
         Some(names) => (simple_result_sets(up, queries, notifications).await?, names),
         None => {
             let [q0, q1, q2, q3] = queries;
+            // information_schema is not on a search path unless the session puts it there
+            // (and then another schema may come first): its names count qualified only.
             let names = "select c.relname from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
-                 where n.nspname in ('pg_catalog', 'information_schema') and c.relkind in ('r','v','m','p','f','S')"
+                 where n.nspname = 'pg_catalog' and c.relkind in ('r','v','m','p','f','S')"
                 .to_string();
-            let [r0, r1, r2, r3, names] =
+            let ([r0, r1, r2, r3, names], path) =
                 simple_result_sets(up, [q0, q1, q2, q3, names], notifications).await?;
             let names: HashSet<String> = names
                 .into_iter()
@@ -2658,9 +2703,10 @@ async fn load_catalog(
                 .collect();
             let names = Arc::new(names);
             cache.keep(key, names.clone());
-            ([r0, r1, r2, r3], names)
+            (([r0, r1, r2, r3], path), names)
         }
     };
+    catalog.set_search_path(&search_path);
     let mut current: Option<RelRows> = None;
     let flush = |catalog: &mut MaskCatalog, cur: Option<RelRows>| {
         if let Some((oid, schema, name, view, cols)) = cur {

@@ -260,9 +260,12 @@ pub struct MaskCatalog {
     functions: HashMap<String, FunctionRisk>,
     /// User-defined operators by name, rated by the functions that implement them.
     operators: HashMap<String, FunctionRisk>,
-    /// Names of the relations in `pg_catalog` and `information_schema` (the same for every
-    /// session on a server: shared, see `set_system_relations`).
+    /// Names of the relations in `pg_catalog` (the same for every session on a server: shared,
+    /// see `set_system_relations`).
     system: std::sync::Arc<std::collections::HashSet<String>>,
+    /// The session's `search_path`, when the catalog was read, lists another schema before
+    /// `pg_catalog`: an unqualified name may then be a relation of that schema.
+    pg_catalog_not_first: bool,
     /// `strongest()`, computed once (the proxy asks for every row); every method that changes
     /// a mask or a relation empties it.
     strongest: std::sync::OnceLock<Option<Method>>,
@@ -412,13 +415,13 @@ impl MaskCatalog {
         *r = (*r).max(risk);
     }
 
-    /// A relation of `pg_catalog` or `information_schema` (the proxy lists their names).
+    /// A relation of `pg_catalog` (the proxy lists their names).
     pub fn add_system_relation(&mut self, name: &str) {
         std::sync::Arc::make_mut(&mut self.system).insert(name.to_owned());
     }
 
-    /// The names of the relations of `pg_catalog` and `information_schema`, as read once for
-    /// the server (they change only with its version).
+    /// The names of the relations of `pg_catalog`, as read once for the server (they change
+    /// only with its version).
     pub fn set_system_relations(
         &mut self,
         names: std::sync::Arc<std::collections::HashSet<String>>,
@@ -426,18 +429,35 @@ impl MaskCatalog {
         self.system = names;
     }
 
-    /// Whether a relation as `OutputTaint::unknown_relations` names it (`schema.name` or
-    /// `name`) is a system catalog: in `pg_catalog`, `information_schema` or a `pg_toast`
-    /// schema, or, unqualified, named as one of the listed system relations (which
-    /// `pg_catalog`, searched first, resolves).
+    /// The session's `search_path` as the catalog read found it (`SHOW search_path`): an
+    /// unqualified name is taken for a relation of `pg_catalog` only while `pg_catalog` is
+    /// searched first, that is listed first or not listed at all.
+    pub fn set_search_path(&mut self, path: &str) {
+        let schemas: Vec<String> = path
+            .split(',')
+            .map(|s| s.trim().trim_matches('"').to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        self.pg_catalog_not_first = schemas.iter().skip(1).any(|s| s == "pg_catalog");
+    }
+
+    /// Whether a relation as `OutputTaint::unknown_relations` names it (`schema.name`, or
+    /// `name`; a part holding a dot or a quote is quoted, see `rel_label`) is a system catalog:
+    /// in `pg_catalog`, `information_schema` or a `pg_toast` schema, or, unqualified, named as
+    /// a listed relation of `pg_catalog` while the search path puts `pg_catalog` first. The
+    /// proxy also stops trusting unqualified names once the session could have made a
+    /// relation that shadows one (a temporary relation is searched before `pg_catalog`).
     pub fn is_system_relation(&self, label: &str) -> bool {
+        if label.starts_with('"') {
+            return false;
+        }
         match label.split_once('.') {
             Some((schema, _)) => {
                 schema == "pg_catalog"
                     || schema == "information_schema"
                     || schema.starts_with("pg_toast")
             }
-            None => self.system.contains(label),
+            None => !self.pg_catalog_not_first && self.system.contains(label),
         }
     }
 
@@ -1500,11 +1520,20 @@ fn non_empty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_owned())
 }
 
+/// `schema.name` or `name`, a part that holds a dot or a double quote written quoted (so that
+/// `"pg_catalog.x"`, one name, is not read as `pg_catalog`.`x`).
 fn rel_label(rv: &pb::RangeVar) -> String {
+    let part = |s: &str| {
+        if s.contains(['.', '"']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_owned()
+        }
+    };
     if rv.schemaname.is_empty() {
-        rv.relname.clone()
+        part(&rv.relname)
     } else {
-        format!("{}.{}", rv.schemaname, rv.relname)
+        format!("{}.{}", part(&rv.schemaname), part(&rv.relname))
     }
 }
 
@@ -3455,6 +3484,49 @@ mod tests {
         assert_eq!(out.unknown_relations, vec!["other.users".to_owned()]);
         let out = run("select t.x from users, not_in_catalog t");
         assert_eq!(out.columns, Some(vec![C]));
+    }
+
+    /// Names reported for relations the catalog does not list, and which of them are taken
+    /// for system catalogs.
+    #[test]
+    fn system_relations_only_where_no_other_relation_can_answer_to_the_name() {
+        let out = run(r#"select * from "pg_catalog.v", "a""b", pg_catalog."x.y", s."t""#);
+        assert_eq!(
+            out.unknown_relations,
+            vec![
+                r#""a""b""#.to_owned(),
+                r#""pg_catalog.v""#.to_owned(),
+                r#"pg_catalog."x.y""#.to_owned(),
+                "s.t".to_owned(),
+            ]
+        );
+        let mut c = catalog();
+        c.add_system_relation("pg_settings");
+        for (label, system) in [
+            ("pg_settings", true),
+            ("pg_catalog.anything", true),
+            ("information_schema.tables", true),
+            ("pg_toast.pg_toast_1", true),
+            ("tables", false),
+            (r#""pg_catalog.v""#, false),
+            (r#"pg_catalog."x.y""#, true),
+            (r#""pg_catalog".v"#, false),
+        ] {
+            assert_eq!(c.is_system_relation(label), system, "{label}");
+        }
+        // pg_catalog searched first (listed first, or not listed at all): unqualified names of
+        // its relations are its own; after another schema, they may be that schema's.
+        for (path, system) in [
+            ("\"$user\", public", true),
+            ("pg_catalog, public", true),
+            ("public, pg_catalog", false),
+            ("pg_temp, \"pg_catalog\"", false),
+            ("", true),
+        ] {
+            c.set_search_path(path);
+            assert_eq!(c.is_system_relation("pg_settings"), system, "{path}");
+            assert!(c.is_system_relation("pg_catalog.pg_settings"), "{path}");
+        }
     }
 
     #[test]

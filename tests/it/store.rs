@@ -237,7 +237,10 @@ fn kill_9_then_restart_finishes_the_recording_up_to_the_last_flush() {
     let id = id.trim().to_string();
     let mut stdin = child.stdin.take().unwrap();
     for i in 0..5 {
-        writeln!(stdin, "flushed line {i}").unwrap();
+        // One write per line: the recording holds each read as one event.
+        stdin
+            .write_all(format!("flushed line {i}\n").as_bytes())
+            .unwrap();
         stdin.flush().unwrap();
         std::thread::sleep(Duration::from_millis(100));
     }
