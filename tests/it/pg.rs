@@ -1396,18 +1396,7 @@ fn a_view_made_on_the_target_during_a_session_is_masked_in_it() {
             "select * from late_report where name = 'ann'",
         ] {
             let rows = client.simple_query(sql).await.unwrap();
-            let values: Vec<String> = rows
-                .iter()
-                .filter_map(|m| match m {
-                    tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                        (0..r.len())
-                            .map(|i| r.get(i).unwrap_or("").to_string())
-                            .collect(),
-                    ),
-                    _ => None,
-                })
-                .collect::<Vec<Vec<String>>>()
-                .concat();
+            let values = simple_values(&rows);
             assert!(
                 !values.iter().any(|v| v.contains("123-45-6789")),
                 "{sql}: {values:?}"
