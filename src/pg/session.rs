@@ -1065,11 +1065,10 @@ impl Relay {
             }
             // Decided, not yet run (perhaps never): taken as run, for good.
             let shadows = |k: &String| {
-                ["CREATE", "ALTER", "IMPORT"]
+                ["CREATE", "ALTER", "IMPORT", "RESET", "DISCARD"]
                     .iter()
                     .any(|p| k.starts_with(p))
                     || k == "SET SEARCH_PATH"
-                    || k == "RESET SEARCH_PATH"
             };
             if !self.may_shadow && a.statements.iter().any(|s| s.kinds.iter().any(shadows)) {
                 self.may_shadow = true;
@@ -1082,6 +1081,8 @@ impl Relay {
                 for p in self.portals.values_mut() {
                     p.taints = Arc::new(Vec::new());
                 }
+                self.cache.clear();
+                self.shapes.clear();
             }
         }
         let renames = match &analysis {
@@ -1220,6 +1221,8 @@ impl Relay {
             return;
         };
         let d = self.decide(&text);
+        // As at Parse: a relation the catalog does not list has every column masked.
+        let d = self.unlisted_masked(d);
         if let Some(p) = self.statements.get_mut(name) {
             // A statement refused at Parse stays refused (the target never prepared it); one
             // that was prepared takes the new decision, whatever the one before was (a refusal
@@ -1689,7 +1692,8 @@ impl Relay {
     /// be a view over masked columns that someone made since the catalog was read (or, inside a
     /// transaction, where vigil cannot read it, since the transaction began).
     fn unlisted_masked(&self, mut d: Decided) -> Decided {
-        if d.unknown && self.catalog.has_masks() && self.unlisted(&d, false).next().is_some() {
+        // Not `d.unknown`: a cached decision's flag was computed with what vigil trusted then.
+        if self.catalog.has_masks() && self.unlisted(&d, false).next().is_some() {
             let taints = d
                 .taints
                 .iter()
@@ -1846,6 +1850,11 @@ impl Relay {
                 let known = self.catalog.relation(f.table_oid).is_some();
                 let by_origin = if known {
                     self.catalog.origin_mask(f.table_oid, f.column_id)
+                } else if f.table_oid >= FIRST_NORMAL_OID {
+                    // A user relation the catalog does not list (made since it was read, or
+                    // one the analysis took for another, such as a system catalog that a
+                    // relation earlier on the search path shadows): masked.
+                    self.catalog.strongest()
                 } else {
                     None
                 };
@@ -2648,7 +2657,7 @@ async fn load_catalog(
         }
     }
     const SYSTEM: &str =
-        "n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg_toast%'";
+        "n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg\\_toast%'";
     // The relations with their columns, the views' definitions and the functions: one round
     // trip (a new session waits for it).
     let queries = [

@@ -433,12 +433,11 @@ impl MaskCatalog {
     /// unqualified name is taken for a relation of `pg_catalog` only while `pg_catalog` is
     /// searched first, that is listed first or not listed at all.
     pub fn set_search_path(&mut self, path: &str) {
-        let schemas: Vec<String> = path
-            .split(',')
-            .map(|s| s.trim().trim_matches('"').to_owned())
-            .filter(|s| !s.is_empty())
-            .collect();
-        self.pg_catalog_not_first = schemas.iter().skip(1).any(|s| s == "pg_catalog");
+        self.pg_catalog_not_first = match split_identifiers(path) {
+            Some(schemas) => schemas.iter().skip(1).any(|s| s == "pg_catalog"),
+            // PostgreSQL would not have taken it; vigil does not guess.
+            None => true,
+        };
     }
 
     /// Whether a relation as `OutputTaint::unknown_relations` names it (`schema.name`, or
@@ -1518,6 +1517,47 @@ fn fields(c: &pb::ColumnRef) -> Vec<Field> {
 
 fn non_empty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_owned())
+}
+
+/// A list of identifiers as PostgreSQL reads `search_path` (`SplitIdentifierString`): separated
+/// by commas, unquoted names folded to lower case (ASCII, as PostgreSQL folds them in UTF-8),
+/// quoted ones kept as written with `""` for a quote. `None` when it is not such a list.
+fn split_identifiers(text: &str) -> Option<Vec<String>> {
+    let mut names = Vec::new();
+    let mut chars = text.chars().peekable();
+    let skip_space = |c: &mut std::iter::Peekable<std::str::Chars<'_>>| {
+        while c.next_if(|x| x.is_whitespace()).is_some() {}
+    };
+    skip_space(&mut chars);
+    if chars.peek().is_none() {
+        return Some(names);
+    }
+    loop {
+        let mut name = String::new();
+        if chars.next_if_eq(&'"').is_some() {
+            loop {
+                match chars.next()? {
+                    '"' if chars.next_if_eq(&'"').is_some() => name.push('"'),
+                    '"' => break,
+                    c => name.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|x| *x != ',' && !x.is_whitespace()) {
+                name.push(c.to_ascii_lowercase());
+            }
+            if name.is_empty() {
+                return None;
+            }
+        }
+        names.push(name);
+        skip_space(&mut chars);
+        match chars.next() {
+            None => return Some(names),
+            Some(',') => skip_space(&mut chars),
+            Some(_) => return None,
+        }
+    }
 }
 
 /// `schema.name` or `name`, a part that holds a dot or a double quote written quoted (so that
@@ -3522,6 +3562,15 @@ mod tests {
             ("public, pg_catalog", false),
             ("pg_temp, \"pg_catalog\"", false),
             ("", true),
+            // Unquoted names are folded; quoted ones are not, and may hold commas.
+            ("public, PG_CATALOG", false),
+            ("\"PG_CATALOG\", public", true),
+            ("\"a,b\", \"pg_catalog\"", false),
+            ("\"a,pg_catalog\"", true),
+            ("\"a\"\"b\" , pg_catalog", false),
+            // Not a list PostgreSQL would take: not trusted.
+            ("\"unterminated, pg_catalog", false),
+            ("a b", false),
         ] {
             c.set_search_path(path);
             assert_eq!(c.is_system_relation("pg_settings"), system, "{path}");

@@ -1357,6 +1357,37 @@ fn names_that_look_like_system_catalogs_do_not_escape_the_masks() {
             assert_refused(&err);
             client.batch_execute("rollback").await.unwrap();
         }
+        // A decision made while an unqualified name was trusted is not reused once the search
+        // path changed, and a statement prepared before is decided again (as masked as at
+        // Parse: the relation is still not listed).
+        // (A new session: nothing it did has made vigil stop trusting such names yet.)
+        let fresh = connect(&conninfo).await;
+        fresh.batch_execute("begin").await.unwrap();
+        let sql = "select principal from pg_stat_gssapi";
+        fresh.simple_query(sql).await.unwrap();
+        direct_psql(
+            &b,
+            "create view pg_stat_gssapi as select ssn as principal from users; \
+             create view fresh_v as select ssn from users",
+        );
+        let prepared = fresh
+            .prepare("select upper(ssn) from fresh_v")
+            .await
+            .unwrap();
+        fresh
+            .batch_execute("set local search_path = public, pg_catalog")
+            .await
+            .unwrap();
+        let rows = fresh.simple_query(sql).await.unwrap();
+        check(sql, &rows);
+        let rows = fresh.query(&prepared, &[]).await.unwrap();
+        let values: Vec<Option<String>> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(values.len(), 2);
+        assert!(
+            !values.iter().flatten().any(|v| v.contains("123-45-6789")),
+            "{values:?}"
+        );
+        fresh.batch_execute("commit").await.unwrap();
         // The system catalogs themselves still read as they are.
         let rows = client
             .simple_query("select relname from pg_catalog.pg_class where relname = 'users'")
