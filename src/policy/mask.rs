@@ -534,6 +534,10 @@ impl MaskCatalog {
                         masked.iter().any(|t| body.contains(t.as_str()))
                             || words.contains("execute")
                             || body.contains("u&\"")
+                            // It may change the search path (`set_config`, `SET`), after
+                            // which an unqualified name vigil takes for a system catalog
+                            // may be another relation.
+                            || body.contains("search_path")
                             || words.iter().any(|w| reads_data(w))
                             || reading.iter().any(|n| {
                                 if n.chars()
@@ -3938,6 +3942,12 @@ mod tests {
             source("agg_quoted", "aggregate", "public.\"GetSSN\" -"),
             // a body that uses an operator built on a reading function
             source("uses_op", "sql", "select $1 ### 2"),
+            // a body that changes the search path
+            source(
+                "paths",
+                "plpgsql",
+                "begin perform set_config('Search_Path', 'public, pg_catalog', false); end",
+            ),
         ];
         let operators = [
             ("###".to_string(), "inner_fn".to_string()),
@@ -3959,6 +3969,7 @@ mod tests {
             "quoted_call",
             "agg_quoted",
             "uses_op",
+            "paths",
         ] {
             assert_eq!(risk(n), Some(FunctionRisk::ReadsMasked), "{n}");
         }
