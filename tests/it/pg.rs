@@ -1402,6 +1402,37 @@ fn names_that_look_like_system_catalogs_do_not_escape_the_masks() {
         "select relname from pg_class where relname = 'users'",
     );
     assert_eq!((code, out.trim()), (0, "users"), "{err}");
+    // A search path the target gives new sessions (here the role's default) that puts another
+    // schema first: vigil reads it with the catalog, before its queries set their own. (The
+    // pooled target connections are ended, so that the next session logs in with it.)
+    superuser_psql(
+        &b,
+        &format!(
+            "alter role {USER} set search_path = public, pg_catalog; \
+             select pg_terminate_backend(pid) from pg_stat_activity where usename = '{USER}'"
+        ),
+    );
+    b.rt.block_on(async {
+        let session = connect(&conninfo).await;
+        session.batch_execute("begin").await.unwrap();
+        direct_psql(
+            &b,
+            "create view pg_stat_wal_receiver as select ssn as status from users",
+        );
+        let sql = "select upper(status) from pg_stat_wal_receiver";
+        let rows = session.simple_query(sql).await.unwrap();
+        let values = simple_values(&rows);
+        assert_eq!(
+            values.len(),
+            2,
+            "{sql}: the view in public answers: {values:?}"
+        );
+        assert!(
+            !values.iter().any(|v| v.contains("123-45-6789")),
+            "{sql}: {values:?}"
+        );
+        session.batch_execute("commit").await.unwrap();
+    });
 }
 
 #[test]
