@@ -21,7 +21,15 @@ fn main() -> std::io::Result<()> {
         .block_on(async move {
             let listener = TcpListener::bind(&listen).await?;
             loop {
-                let (mut client, _) = listener.accept().await?;
+                // A failed accept (out of descriptors) costs that client, not the relay.
+                let mut client = match listener.accept().await {
+                    Ok((client, _)) => client,
+                    Err(e) => {
+                        eprintln!("relay_floor: accept: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
                 let upstream = upstream.clone();
                 tokio::spawn(async move {
                     let Ok(mut up) = TcpStream::connect(&upstream).await else {
