@@ -1073,16 +1073,8 @@ impl Relay {
             if !self.may_shadow && a.statements.iter().any(|s| s.kinds.iter().any(shadows)) {
                 self.may_shadow = true;
                 // What was analysed before trusted unqualified system names (the target
-                // resolves a prepared statement's names again when its search path changes):
-                // prepared statements are decided again at their next Bind, and bound portals
-                // lose their taint, as after a catalog read.
-                self.reloads += 1;
-                self.sql_prepared.clear();
-                for p in self.portals.values_mut() {
-                    p.taints = Arc::new(Vec::new());
-                }
-                self.cache.clear();
-                self.shapes.clear();
+                // resolves a prepared statement's names again when its search path changes).
+                self.forget_analyses();
             }
         }
         let renames = match &analysis {
@@ -2331,9 +2323,14 @@ impl Relay {
         self.catalog = Arc::new(c);
         self.mask_settings = mask_settings(&config, &self.target, &self.roles);
         self.masks_pending = false;
-        // Nothing analysed with the old catalog is used again: prepared statements are decided
-        // again at their next Bind, SQL PREPAREs and cursors get the strongest mask, and bound
-        // portals lose their taint (their columns are placed by origin, or masked).
+        self.forget_analyses();
+        Ok(())
+    }
+
+    /// Nothing analysed before is used again: prepared statements are decided again at their
+    /// next Bind, SQL PREPAREs and cursors get the strongest mask, bound portals lose their
+    /// taint (their columns are placed by origin, or masked), and no cached decision is reused.
+    fn forget_analyses(&mut self) {
         self.reloads += 1;
         self.sql_prepared.clear();
         for p in self.portals.values_mut() {
@@ -2341,7 +2338,6 @@ impl Relay {
         }
         self.cache.clear();
         self.shapes.clear();
-        Ok(())
     }
 }
 
